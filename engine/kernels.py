@@ -1,0 +1,820 @@
+"""Fused Numba kernels: SVM and softmax loss, gradient and SGD update of a linear classifier.
+
+Shapes: X (N, D) float32 rows (D dims incl. the bias column), y (N,) int32 labels in
+0..C-1, W (D, C) float32, batch row indices int64. Loss kinds: ``SVM = 0``, ``SOFTMAX = 1``.
+
+How a step runs (``sgd_steps``, ``gd_steps``, ``loss_and_grad``):
+
+- During a call W lives transposed and padded as ``Wt`` (C rows of ``DP`` floats, DP = D
+  rounded up to 16 plus 16 more, so rows of W and of the gradient do not alias at 4 KiB).
+  It is copied back to W at the end of the call; the copy is exact, so splitting a run into
+  calls changes nothing.
+- The B rows of a step are split into ``NPART`` fixed, contiguous parts, each with its own
+  gradient accumulator. The partition depends only on B and NPART, never on the number of
+  threads that run it (``numba.set_num_threads(1)`` gives the same bits).
+- Each part reads each of its rows from memory once (the next 4 rows are prefetched while
+  the current 4 are scored): scores of 4 rows x 5 classes per pass over D, each row's loss
+  term and its gradient coefficients g (C values, already divided by B), then, for every 8
+  rows with a nonzero g, ``acc += xᵀg`` (8 rows x 5 classes per pass) while those rows are
+  still in cache. No ``X[idx]`` copy is made; an SVM row with every margin met costs no
+  gradient pass.
+- A second parallel pass sums the NPART accumulators in fixed order, adds ``2·reg·W`` and
+  applies ``W -= lr · dW`` over fixed slices of W. Results are therefore bit-for-bit
+  deterministic (same inputs, same machine), independent of thread scheduling and of how
+  many steps one call runs.
+
+Precision: data and weights are float32. Scores are accumulated in float32 (vector lanes,
+reassociated) and converted to float64 for the loss: loss terms, softmax probabilities, the
+batch loss and ``reg·ΣW²`` are float64. Gradient coefficients, gradient accumulators and the
+update ``W -= lr·(dW + 2·reg·W)`` are float32. Against the float64 reference
+(engine/reference.py) loss and gradient agree to about 1e-6 relative.
+
+NaN and inf anywhere (W or X) never crash or hang a kernel: they flow into the losses
+(reported NaN/inf) and the weights. A label outside 0..C-1 makes that row's loss NaN (and it
+contributes no gradient) rather than reading outside W.
+
+Threads: kernels are ``parallel=True`` and release the GIL. The threading layer is chosen at
+import: 'threadsafe' (TBB or OpenMP, both safe for calls from several Python threads at
+once) when one is available, otherwise Numba's 'workqueue' layer behind a lock, since that
+layer must not be entered from two threads at the same time. ``THREADING_LAYER`` says which.
+The thread count is automatic (all threads, or 1 on an oversubscribed machine, see
+:func:`set_threads`) and never changes the results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+SVM = 0
+"""Loss kind of the multiclass SVM (hinge, delta = 1)."""
+SOFTMAX = 1
+"""Loss kind of softmax / cross-entropy."""
+LOSS_KINDS = {"svm": SVM, "softmax": SOFTMAX}
+"""Loss kind by name."""
+
+FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+"""LLVM fast-math flags of every kernel: reassociation lets loops vectorize; no ``nnan`` /
+``ninf``, so NaN and inf checks stay meaningful."""
+
+NPART = max(1, min(os.cpu_count() or 1, 16))
+"""Parts a batch is split into (one gradient accumulator each): the machine's core count,
+not the thread setting, so results on a machine never depend on NUMBA_NUM_THREADS or
+``numba.set_num_threads`` (fewer threads simply run several parts each)."""
+
+ROWS = 4
+"""Rows processed together: their scores and gradient share each load of W and dW."""
+
+
+def _pick_threading_layer() -> tuple[str, bool]:
+    """Choose a layer safe for concurrent calls; return (layer name, needs a lock)."""
+    for module in ("tbbpool", "omppool"):
+        try:
+            __import__(f"numba.np.ufunc.{module}")
+        except Exception:  # noqa: BLE001 - any failure means "layer unavailable"
+            continue
+        numba.config.THREADING_LAYER = "threadsafe"
+        return ("tbb" if module == "tbbpool" else "omp"), False
+    numba.config.THREADING_LAYER = "workqueue"
+    return "workqueue", True
+
+
+THREADING_LAYER, _NEEDS_LOCK = _pick_threading_layer()
+"""The threading layer requested for the kernels ('tbb', 'omp' or 'workqueue')."""
+_LOCK = threading.Lock()
+
+
+_THREADS: int | None = None
+_LOAD_CHECK = [0.0, 0]  # [time of the last load-average check, thread count chosen then]
+
+
+def set_threads(n: int | None) -> None:
+    """Threads the kernels use: n >= 1 fixes it; None (default) chooses automatically.
+
+    Automatic: all of NUMBA_NUM_THREADS while the machine's 1-minute load average stays
+    below cores + 0.5, else 1. Every step synchronizes its threads twice, so on an
+    oversubscribed machine a thread that waits for a descheduled partner loses a whole
+    scheduler slice per step (measured here: 20-50x slower than one thread). The thread
+    count never changes the results (see NPART).
+    """
+    global _THREADS
+    if n is not None and n < 1:
+        raise ValueError("kernels: thread count must be at least 1")
+    _THREADS = n
+
+
+def threads_in_use() -> int:
+    """The number of threads the next kernel call will use."""
+    limit = numba.config.NUMBA_NUM_THREADS
+    if _THREADS is not None:
+        return max(1, min(_THREADS, limit))
+    now = time.monotonic()
+    if now - _LOAD_CHECK[0] > 1.0:
+        try:
+            busy = os.getloadavg()[0] >= (os.cpu_count() or 1) + 0.5
+        except OSError:
+            busy = False
+        _LOAD_CHECK[0], _LOAD_CHECK[1] = now, 1 if busy else limit
+    return _LOAD_CHECK[1]
+
+
+@contextlib.contextmanager
+def _guard():
+    """Around every parallel kernel call: the lock if the layer needs one, thread count."""
+    numba.set_num_threads(threads_in_use())
+    if _NEEDS_LOCK:
+        with _LOCK:
+            yield
+    else:
+        yield
+
+
+def padded_dim(D: int) -> int:
+    """Leading dimension of the transposed weight and gradient buffers for D dims."""
+    return ((D + 15) // 16) * 16 + 16
+
+
+_JIT = dict(cache=True, nogil=True, fastmath=FASTMATH)
+_PJIT = dict(cache=True, nogil=True, fastmath=FASTMATH, parallel=True)
+
+
+@intrinsic
+def _prefetch(typingctx, arr, index):
+    """Hint the CPU to bring the cache line of arr[index] (1-D) into L1 (llvm.prefetch)."""
+    sig = types.void(arr, index)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]],
+                                       wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch")
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
+                          ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(**_JIT)
+def _prefetch_rows(X, rows, start, stop):
+    """Prefetch rows[start:stop] of X, one hint per 64-byte line."""
+    for r in range(start, min(stop, rows.shape[0])):
+        x = X[rows[r]]
+        for d in range(0, x.shape[0], 16):
+            _prefetch(x, d)
+
+
+# ----------------------------------------------------------------------------- row helpers
+# Scores: 4 rows x 5 classes per pass (20 vector accumulators: each x load feeds 5 FMAs,
+# each W load 4). Gradient: 8 rows x 5 classes per pass (each dW load/store carries 8
+# FMAs). Loops run over a plain 0..D range so LLVM vectorizes them; leftover classes (C
+# not a multiple of 5) and rows take the 1-wide paths.
+@njit(**_JIT)
+def _scores4(X, rows, r, Wt, DP, D, C, S):
+    """Scores of rows[r:r+4] into S[0:4, :C] (float64)."""
+    x0 = X[rows[r]]
+    x1 = X[rows[r + 1]]
+    x2 = X[rows[r + 2]]
+    x3 = X[rows[r + 3]]
+    c5 = C - C % 5
+    for c in range(0, c5, 5):
+        w0 = Wt[c * DP:c * DP + D]
+        w1 = Wt[(c + 1) * DP:(c + 1) * DP + D]
+        w2 = Wt[(c + 2) * DP:(c + 2) * DP + D]
+        w3 = Wt[(c + 3) * DP:(c + 3) * DP + D]
+        w4 = Wt[(c + 4) * DP:(c + 4) * DP + D]
+        a00 = a01 = a02 = a03 = a04 = np.float32(0.0)
+        a10 = a11 = a12 = a13 = a14 = np.float32(0.0)
+        a20 = a21 = a22 = a23 = a24 = np.float32(0.0)
+        a30 = a31 = a32 = a33 = a34 = np.float32(0.0)
+        for d in range(D):
+            e0 = x0[d]
+            e1 = x1[d]
+            e2 = x2[d]
+            e3 = x3[d]
+            q0 = w0[d]
+            q1 = w1[d]
+            q2 = w2[d]
+            q3 = w3[d]
+            q4 = w4[d]
+            a00 += e0 * q0
+            a01 += e0 * q1
+            a02 += e0 * q2
+            a03 += e0 * q3
+            a04 += e0 * q4
+            a10 += e1 * q0
+            a11 += e1 * q1
+            a12 += e1 * q2
+            a13 += e1 * q3
+            a14 += e1 * q4
+            a20 += e2 * q0
+            a21 += e2 * q1
+            a22 += e2 * q2
+            a23 += e2 * q3
+            a24 += e2 * q4
+            a30 += e3 * q0
+            a31 += e3 * q1
+            a32 += e3 * q2
+            a33 += e3 * q3
+            a34 += e3 * q4
+        S[0, c] = a00
+        S[0, c + 1] = a01
+        S[0, c + 2] = a02
+        S[0, c + 3] = a03
+        S[0, c + 4] = a04
+        S[1, c] = a10
+        S[1, c + 1] = a11
+        S[1, c + 2] = a12
+        S[1, c + 3] = a13
+        S[1, c + 4] = a14
+        S[2, c] = a20
+        S[2, c + 1] = a21
+        S[2, c + 2] = a22
+        S[2, c + 3] = a23
+        S[2, c + 4] = a24
+        S[3, c] = a30
+        S[3, c + 1] = a31
+        S[3, c + 2] = a32
+        S[3, c + 3] = a33
+        S[3, c + 4] = a34
+    for c in range(c5, C):
+        w0 = Wt[c * DP:c * DP + D]
+        a00 = a10 = a20 = a30 = np.float32(0.0)
+        for d in range(D):
+            q0 = w0[d]
+            a00 += x0[d] * q0
+            a10 += x1[d] * q0
+            a20 += x2[d] * q0
+            a30 += x3[d] * q0
+        S[0, c] = a00
+        S[1, c] = a10
+        S[2, c] = a20
+        S[3, c] = a30
+
+
+@njit(**_JIT)
+def _scores1(X, rows, r, Wt, DP, D, C, S):
+    """Scores of row rows[r] into S[0, :C]."""
+    x0 = X[rows[r]]
+    for c in range(C):
+        w0 = Wt[c * DP:c * DP + D]
+        a00 = np.float32(0.0)
+        for d in range(D):
+            a00 += x0[d] * w0[d]
+        S[0, c] = a00
+
+
+@njit(**_JIT)
+def _accum8(X, prow, G, acc, DP, D, C):
+    """acc[c] += sum_r G[r, c] * X[prow[r]] for the 8 pending rows (acc: flat (C, DP))."""
+    x0 = X[prow[0]]
+    x1 = X[prow[1]]
+    x2 = X[prow[2]]
+    x3 = X[prow[3]]
+    x4 = X[prow[4]]
+    x5 = X[prow[5]]
+    x6 = X[prow[6]]
+    x7 = X[prow[7]]
+    c5 = C - C % 5
+    for c in range(0, c5, 5):
+        b0 = acc[c * DP:c * DP + D]
+        b1 = acc[(c + 1) * DP:(c + 1) * DP + D]
+        b2 = acc[(c + 2) * DP:(c + 2) * DP + D]
+        b3 = acc[(c + 3) * DP:(c + 3) * DP + D]
+        b4 = acc[(c + 4) * DP:(c + 4) * DP + D]
+        g00 = G[0, c]
+        g01 = G[1, c]
+        g02 = G[2, c]
+        g03 = G[3, c]
+        g04 = G[4, c]
+        g05 = G[5, c]
+        g06 = G[6, c]
+        g07 = G[7, c]
+        g10 = G[0, c + 1]
+        g11 = G[1, c + 1]
+        g12 = G[2, c + 1]
+        g13 = G[3, c + 1]
+        g14 = G[4, c + 1]
+        g15 = G[5, c + 1]
+        g16 = G[6, c + 1]
+        g17 = G[7, c + 1]
+        g20 = G[0, c + 2]
+        g21 = G[1, c + 2]
+        g22 = G[2, c + 2]
+        g23 = G[3, c + 2]
+        g24 = G[4, c + 2]
+        g25 = G[5, c + 2]
+        g26 = G[6, c + 2]
+        g27 = G[7, c + 2]
+        g30 = G[0, c + 3]
+        g31 = G[1, c + 3]
+        g32 = G[2, c + 3]
+        g33 = G[3, c + 3]
+        g34 = G[4, c + 3]
+        g35 = G[5, c + 3]
+        g36 = G[6, c + 3]
+        g37 = G[7, c + 3]
+        g40 = G[0, c + 4]
+        g41 = G[1, c + 4]
+        g42 = G[2, c + 4]
+        g43 = G[3, c + 4]
+        g44 = G[4, c + 4]
+        g45 = G[5, c + 4]
+        g46 = G[6, c + 4]
+        g47 = G[7, c + 4]
+        for d in range(D):
+            e0 = x0[d]
+            e1 = x1[d]
+            e2 = x2[d]
+            e3 = x3[d]
+            e4 = x4[d]
+            e5 = x5[d]
+            e6 = x6[d]
+            e7 = x7[d]
+            b0[d] += (g00 * e0 + g01 * e1 + g02 * e2 + g03 * e3
+                      + g04 * e4 + g05 * e5 + g06 * e6 + g07 * e7)
+            b1[d] += (g10 * e0 + g11 * e1 + g12 * e2 + g13 * e3
+                      + g14 * e4 + g15 * e5 + g16 * e6 + g17 * e7)
+            b2[d] += (g20 * e0 + g21 * e1 + g22 * e2 + g23 * e3
+                      + g24 * e4 + g25 * e5 + g26 * e6 + g27 * e7)
+            b3[d] += (g30 * e0 + g31 * e1 + g32 * e2 + g33 * e3
+                      + g34 * e4 + g35 * e5 + g36 * e6 + g37 * e7)
+            b4[d] += (g40 * e0 + g41 * e1 + g42 * e2 + g43 * e3
+                      + g44 * e4 + g45 * e5 + g46 * e6 + g47 * e7)
+    for c in range(c5, C):
+        b0 = acc[c * DP:c * DP + D]
+        g00 = G[0, c]
+        g01 = G[1, c]
+        g02 = G[2, c]
+        g03 = G[3, c]
+        g04 = G[4, c]
+        g05 = G[5, c]
+        g06 = G[6, c]
+        g07 = G[7, c]
+        for d in range(D):
+            b0[d] += (g00 * x0[d] + g01 * x1[d] + g02 * x2[d] + g03 * x3[d]
+                      + g04 * x4[d] + g05 * x5[d] + g06 * x6[d] + g07 * x7[d])
+
+
+@njit(**_JIT)
+def _accum1(x0, g, acc, DP, D, C):
+    """acc[c] += g[c] * x0."""
+    for c in range(C):
+        g0 = g[c]
+        b0 = acc[c * DP:c * DP + D]
+        for d in range(D):
+            b0[d] += g0 * x0[d]
+
+
+@njit(**_JIT)
+def _row_loss(s, yi, C, loss_kind, scale, g, want_grad):
+    """Loss of one row from its scores s (C,) float64; coefficients dL/ds * scale into g.
+
+    Returns the row's data loss (float64). An invalid label gives NaN and g = 0.
+    """
+    if yi < 0 or yi >= C:
+        for c in range(C):
+            g[c] = 0.0
+        return np.nan
+    if loss_kind == SVM:
+        sy = s[yi]
+        loss = 0.0
+        count = 0
+        for c in range(C):
+            g[c] = 0.0
+            if c == yi:
+                continue
+            margin = s[c] - sy + 1.0
+            if margin > 0.0:
+                loss += margin
+                count += 1
+                g[c] = scale
+            elif margin != margin:
+                loss += margin  # NaN propagates into the loss
+        g[yi] = -count * scale
+        return loss
+    m = s[0]
+    for c in range(1, C):
+        if s[c] > m:
+            m = s[c]
+    total = 0.0
+    for c in range(C):
+        total += np.exp(s[c] - m)
+    loss = np.log(total) - (s[yi] - m)
+    if want_grad:
+        for c in range(C):
+            p = np.exp(s[c] - m) / total
+            if c == yi:
+                p -= 1.0
+            g[c] = p * scale
+    return loss
+
+
+@njit(**_JIT)
+def _argmax(s, C):
+    best = 0
+    for c in range(1, C):
+        if s[c] > s[best]:
+            best = c
+    return best
+
+
+@njit(**_JIT)
+def _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, groups, loss_kind, scale, acc, want_grad,
+               pred, losses):
+    """Loss (and gradient into acc) of rows[lo:hi] for `groups` weight matrices at once.
+
+    Wt holds groups*C transposed rows (several W's scored in one pass over the rows, as
+    random search does with the current W and its candidate). Row losses of group k are
+    summed into losses[k]; the gradient (group 0 only) goes into acc when want_grad, and
+    group 0's predictions into pred[lo:hi] when pred is sized. Rows whose coefficients are
+    all zero (an SVM row with every margin met) are skipped by the gradient pass. Returns
+    group 0's number of correct predictions.
+    """
+    GC = groups * C
+    S = np.empty((4, GC), dtype=np.float64)
+    G = np.zeros((8, C), dtype=np.float32)
+    prow = np.zeros(8, dtype=np.int64)
+    pending = 0
+    g = np.empty(C, dtype=np.float64)
+    for k in range(groups):
+        losses[k] = 0.0
+    correct = 0
+    keep_pred = pred.shape[0] > 0
+    r = lo
+    _prefetch_rows(X, rows, lo, min(lo + 4, hi))
+    while r < hi:
+        _prefetch_rows(X, rows, r + 4, min(r + 8, hi))
+        if hi - r >= 4:
+            _scores4(X, rows, r, Wt, DP, D, GC, S)
+            nr = 4
+        else:
+            _scores1(X, rows, r, Wt, DP, D, GC, S)
+            nr = 1
+        for k in range(nr):
+            i = rows[r + k]
+            yi = y[i]
+            for grp in range(groups):
+                losses[grp] += _row_loss(S[k, grp * C:(grp + 1) * C], yi, C, loss_kind,
+                                         scale, g, want_grad and grp == 0)
+            best = _argmax(S[k], C)
+            if best == yi:
+                correct += 1
+            if keep_pred:
+                pred[r + k] = best
+            if want_grad:
+                nonzero = False
+                for c in range(C):
+                    G[pending, c] = g[c]
+                    nonzero = nonzero or g[c] != 0.0
+                if nonzero:
+                    prow[pending] = i
+                    pending += 1
+                    if pending == 8:
+                        _accum8(X, prow, G, acc, DP, D, C)
+                        pending = 0
+        r += nr
+    for k in range(pending):
+        _accum1(X[prow[k]], G[k], acc, DP, D, C)
+    return correct
+
+
+@njit(**_JIT)
+def _sumsq(Wt, lo, hi):
+    """Sum of squares of Wt[lo:hi] in float64."""
+    w = Wt[lo:hi]
+    total = 0.0
+    for k in range(w.shape[0]):
+        v = np.float64(w[k])
+        total += v * v
+    return total
+
+
+@njit(**_JIT)
+def _bounds(n, parts, p):
+    """Fixed contiguous partition of n items into parts; returns part p's [lo, hi)."""
+    return (n * p) // parts, (n * (p + 1)) // parts
+
+
+@njit(**_JIT)
+def _add_and_zero(total, other):
+    for k in range(total.shape[0]):
+        total[k] += other[k]
+        other[k] = 0.0
+
+
+@njit(**_JIT)
+def _sgd_update(total, w, lr, two_reg):
+    """w -= lr * (total + two_reg * w) in float32, then total = 0."""
+    for k in range(total.shape[0]):
+        w[k] = w[k] - lr * (total[k] + two_reg * w[k])
+        total[k] = 0.0
+
+
+@njit(**_JIT)
+def _sgd_update2(a0, a1, w, lr, two_reg):
+    """Two parts in one pass: w -= lr * ((a0 + a1) + two_reg * w), then a0 = a1 = 0."""
+    for k in range(a0.shape[0]):
+        w[k] = w[k] - lr * ((a0[k] + a1[k]) + two_reg * w[k])
+        a0[k] = 0.0
+        a1[k] = 0.0
+
+
+@njit(**_JIT)
+def _full_grad(total, w, two_reg, out):
+    for k in range(total.shape[0]):
+        out[k] = total[k] + two_reg * w[k]
+        total[k] = 0.0
+
+
+@njit(**_JIT)
+def _apply(acc, klo, khi, Wt, lr, reg, update, grad_out):
+    """Sum the parts' accumulators over the flat slice [klo, khi) in fixed order (zeroing
+    them), add 2*reg*W, then W -= lr * grad (update) or grad_out = grad. float32."""
+    two_reg = np.float32(2.0 * reg)
+    if update and acc.shape[0] == 2:
+        _sgd_update2(acc[0, klo:khi], acc[1, klo:khi], Wt[klo:khi], np.float32(lr), two_reg)
+        return
+    total = acc[0, klo:khi]
+    for q in range(1, acc.shape[0]):
+        _add_and_zero(total, acc[q, klo:khi])
+    if update:
+        _sgd_update(total, Wt[klo:khi], np.float32(lr), two_reg)
+    else:
+        _full_grad(total, Wt[klo:khi], two_reg, grad_out[klo:khi])
+
+
+# ------------------------------------------------------------------------ parallel kernels
+@njit(**_PJIT)
+def _steps(X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, update, out_data, out_reg,
+           acc, grad_out):
+    """Run n_steps steps; step s uses rows idx[s % idx.shape[0]].
+
+    Wt is the flat (C, DP) transposed weight; acc (NPART, C*DP) zeroed accumulators (left
+    zeroed). If update, W -= lr * grad; else the full gradient goes into grad_out (flat).
+    """
+    nparts = acc.shape[0]
+    size = C * DP
+    part_loss = np.zeros((nparts, 1), dtype=np.float64)
+    part_sq = np.zeros(nparts, dtype=np.float64)
+    no_pred = np.empty(0, dtype=np.int32)
+    for s in range(n_steps):
+        rows = idx[s % idx.shape[0]]
+        B = rows.shape[0]
+        scale = 1.0 / B
+        for p in prange(nparts):
+            lo, hi = _bounds(B, nparts, p)
+            _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, 1, loss_kind, scale, acc[p], True,
+                       no_pred, part_loss[p])
+            klo, khi = _bounds(size, nparts, p)
+            part_sq[p] = _sumsq(Wt, klo, khi)
+        data = 0.0
+        sq = 0.0
+        for p in range(nparts):
+            data += part_loss[p, 0]
+            sq += part_sq[p]
+        out_data[s] = data * scale
+        out_reg[s] = reg * sq
+        for p in prange(nparts):
+            klo, khi = _bounds(size, nparts, p)
+            _apply(acc, klo, khi, Wt, lr, reg, update, grad_out)
+
+
+@njit(**_PJIT)
+def _forward(X, y, rows, Wt, DP, D, C, groups, loss_kind, nparts, pred, losses):
+    """Mean data loss of each of `groups` W's on rows into losses; returns group 0's
+    number of correct predictions (labels into pred when sized)."""
+    part_loss = np.zeros((nparts, groups), dtype=np.float64)
+    part_correct = np.zeros(nparts, dtype=np.int64)
+    B = rows.shape[0]
+    dummy = np.empty(0, dtype=np.float32)
+    for p in prange(nparts):
+        lo, hi = _bounds(B, nparts, p)
+        part_correct[p] = _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, groups, loss_kind,
+                                     1.0, dummy, False, pred, part_loss[p])
+    correct = 0
+    for k in range(groups):
+        losses[k] = 0.0
+    for p in range(nparts):
+        correct += part_correct[p]
+        for k in range(groups):
+            losses[k] += part_loss[p, k]
+    for k in range(groups):
+        losses[k] /= max(B, 1)
+    return correct
+
+
+@njit(**_JIT)
+def _to_t(W, DP):
+    """W (D, C) -> flat transposed padded (C*DP,) float32, zero padding."""
+    D, C = W.shape
+    Wt = np.zeros(C * DP, dtype=np.float32)
+    for d in range(D):
+        for c in range(C):
+            Wt[c * DP + d] = W[d, c]
+    return Wt
+
+
+@njit(**_JIT)
+def _from_t(Wt, DP, W):
+    """Copy flat transposed Wt back into W (D, C)."""
+    D, C = W.shape
+    for d in range(D):
+        for c in range(C):
+            W[d, c] = Wt[c * DP + d]
+
+
+# ------------------------------------------------------------------------- public wrappers
+def _check(X, y, W, *, loss_kind=None, idx=None):
+    if X.dtype != np.float32 or X.ndim != 2 or not X.flags.c_contiguous:
+        raise ValueError("kernels: X must be a C-contiguous float32 (N, D) array")
+    if y.dtype != np.int32 or y.shape != (X.shape[0],):
+        raise ValueError("kernels: y must be an int32 (N,) array matching X's rows")
+    if W.dtype != np.float32 or W.ndim != 2 or W.shape[0] != X.shape[1]:
+        raise ValueError("kernels: W must be a float32 (D, C) array with D = X.shape[1]")
+    if not W.flags.c_contiguous or not W.flags.writeable:
+        raise ValueError("kernels: W must be C-contiguous and writeable")
+    if loss_kind is not None and loss_kind not in (SVM, SOFTMAX):
+        raise ValueError(f"kernels: unknown loss kind {loss_kind!r} (use SVM=0 or SOFTMAX=1)")
+    if idx is not None:
+        if idx.dtype != np.int64:
+            raise ValueError("kernels: batch indices must be int64")
+        if idx.size == 0 or idx.shape[-1] == 0:
+            raise ValueError("kernels: empty batch")
+        if idx.min() < 0 or idx.max() >= X.shape[0]:
+            raise ValueError(f"kernels: batch index out of range 0..{X.shape[0] - 1}")
+
+
+def _check_out(out_data, out_reg, n):
+    for out in (out_data, out_reg):
+        if out.dtype != np.float64 or out.ndim != 1 or out.shape[0] < n:
+            raise ValueError(f"kernels: loss outputs must be float64 arrays of length >= {n}")
+
+
+def _run(X, y, idx, n_steps, W, lr, reg, loss_kind, update, out_data, out_reg, grad_out):
+    D, C = W.shape
+    DP = padded_dim(D)
+    Wt = _to_t(W, DP)
+    acc = np.zeros((NPART, C * DP), dtype=np.float32)
+    # Contiguous float64 outputs keep to one compiled specialization.
+    od = out_data if out_data.flags.c_contiguous else np.empty(n_steps)
+    orr = out_reg if out_reg.flags.c_contiguous else np.empty(n_steps)
+    with _guard():
+        _steps(X, y, idx, n_steps, Wt, DP, D, C, float(lr), float(reg), int(loss_kind),
+               bool(update), od, orr, acc, grad_out)
+    if od is not out_data:
+        out_data[:n_steps] = od[:n_steps]
+    if orr is not out_reg:
+        out_reg[:n_steps] = orr[:n_steps]
+    return Wt, DP
+
+
+def sgd_steps(X, y, idx, W, lr, reg, loss_kind, out_data, out_reg) -> None:
+    """Run S = idx.shape[0] minibatch SGD steps in place on W.
+
+    Step s uses rows ``idx[s]``: ``out_data[s]`` = mean data loss of the current W on them,
+    ``out_reg[s]`` = ``reg * sum(W*W)`` (both before the update), then
+    ``W -= lr * (dW_data + 2 * reg * W)``.
+
+    Args:
+        X: (N, D) float32 rows. y: (N,) int32 labels. idx: (S, B) int64 row indices.
+        W: (D, C) float32 weights, updated in place.
+        lr, reg: learning rate and L2 strength. loss_kind: SVM or SOFTMAX.
+        out_data, out_reg: float64 arrays of length >= S.
+    """
+    if idx.ndim != 2:
+        raise ValueError("kernels: idx must be an (S, B) int64 array")
+    if idx.shape[0] == 0:
+        return
+    _check(X, y, W, loss_kind=loss_kind, idx=idx)
+    _check_out(out_data, out_reg, idx.shape[0])
+    idx = np.ascontiguousarray(idx)
+    Wt, DP = _run(X, y, idx, idx.shape[0], W, lr, reg, loss_kind, True, out_data, out_reg,
+                  np.empty(0, np.float32))
+    _from_t(Wt, DP, W)
+
+
+def gd_steps(X, y, W, lr, reg, loss_kind, out_data, out_reg, n_steps) -> None:
+    """Run n_steps full-batch gradient descent steps over all N rows of X, in place on W.
+
+    Same semantics and outputs as :func:`sgd_steps` with every step's batch = all rows.
+    """
+    _check(X, y, W, loss_kind=loss_kind)
+    _check_out(out_data, out_reg, n_steps)
+    if n_steps <= 0:
+        return
+    rows = np.arange(X.shape[0], dtype=np.int64)[None, :]
+    Wt, DP = _run(X, y, rows, int(n_steps), W, lr, reg, loss_kind, True, out_data, out_reg,
+                  np.empty(0, np.float32))
+    _from_t(Wt, DP, W)
+
+
+def loss_and_grad(X, y, idx, W, reg, loss_kind, dW_out) -> tuple[float, float]:
+    """Loss parts and full gradient on rows idx (1-D int64), no update.
+
+    Returns:
+        ``(data_loss, reg_loss)``; ``dW_out`` (D, C) float32 receives
+        ``dW_data + 2 * reg * W``.
+    """
+    _check(X, y, W, loss_kind=loss_kind, idx=idx)
+    if dW_out.shape != W.shape or dW_out.dtype != np.float32:
+        raise ValueError("kernels: dW_out must be a float32 array shaped like W")
+    rows = np.ascontiguousarray(idx.reshape(1, -1))
+    out_data = np.empty(1)
+    out_reg = np.empty(1)
+    D, C = W.shape
+    DP = padded_dim(D)
+    grad = np.empty(C * DP, dtype=np.float32)
+    _run(X, y, rows, 1, W, 0.0, reg, loss_kind, False, out_data, out_reg, grad)
+    _from_t(grad, DP, dW_out)
+    return float(out_data[0]), float(out_reg[0])
+
+
+def _forward_call(X, y, rows, Ws, loss_kind, pred):
+    """Mean data losses of each W in Ws on rows (one pass) and W[0]'s correct count."""
+    D, C = Ws[0].shape
+    DP = padded_dim(D)
+    Wt = np.concatenate([_to_t(W, DP) for W in Ws]) if len(Ws) > 1 else _to_t(Ws[0], DP)
+    losses = np.empty(len(Ws))
+    with _guard():
+        correct = _forward(X, y, rows, Wt, DP, D, C, len(Ws), int(loss_kind), NPART, pred,
+                           losses)
+    return losses, correct
+
+
+def batch_loss(X, y, idx, W, loss_kind) -> float:
+    """Mean data loss of W on rows idx (1-D int64); no gradient, no regularization."""
+    _check(X, y, W, loss_kind=loss_kind, idx=idx)
+    losses, _ = _forward_call(X, y, np.ascontiguousarray(idx.reshape(-1)), [W], loss_kind,
+                              np.empty(0, np.int32))
+    return float(losses[0])
+
+
+def batch_loss_pair(X, y, idx, W, W2, loss_kind) -> tuple[float, float]:
+    """Mean data losses of W and W2 on the same rows idx, in one pass over the rows.
+
+    Random and local search use it to score the current W and its candidate: each row is
+    read once for both. Returns ``(loss of W, loss of W2)``.
+    """
+    _check(X, y, W, loss_kind=loss_kind, idx=idx)
+    _check(X, y, W2)
+    if W2.shape != W.shape:
+        raise ValueError("kernels: the two weight matrices must have the same shape")
+    losses, _ = _forward_call(X, y, np.ascontiguousarray(idx.reshape(-1)), [W, W2],
+                              loss_kind, np.empty(0, np.int32))
+    return float(losses[0]), float(losses[1])
+
+
+def evaluate(X, y, W, reg, loss_kind) -> tuple[float, float]:
+    """(mean data loss + reg * sum(W*W), accuracy) of W over all rows of X."""
+    _check(X, y, W, loss_kind=loss_kind)
+    if X.shape[0] == 0:
+        raise ValueError("kernels: evaluate needs at least one row")
+    rows = np.arange(X.shape[0], dtype=np.int64)
+    losses, correct = _forward_call(X, y, rows, [W], loss_kind, np.empty(0, np.int32))
+    loss = losses[0]
+    reg_loss = float(reg) * float(np.sum(W.astype(np.float64) ** 2))
+    return float(loss) + reg_loss, float(correct) / X.shape[0]
+
+
+def predict(X, W) -> np.ndarray:
+    """Predicted labels (N,) int32: argmax of X @ W per row."""
+    y = np.zeros(X.shape[0], dtype=np.int32)
+    _check(X, y, W)
+    pred = np.zeros(X.shape[0], dtype=np.int32)
+    if X.shape[0]:
+        _forward_call(X, y, np.arange(X.shape[0], dtype=np.int64), [W], SVM, pred)
+    return pred
+
+
+def warmup() -> float:
+    """Compile (or load from the cache) every kernel the trainer uses; return seconds taken."""
+    start = time.perf_counter()
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((8, 5)).astype(np.float32)
+    y = (np.arange(8) % 3).astype(np.int32)
+    W = np.zeros((5, 3), dtype=np.float32)
+    idx = np.zeros((2, 4), dtype=np.int64)
+    out_d = np.empty(2)
+    out_r = np.empty(2)
+    sgd_steps(X, y, idx, W, 1e-3, 1e-3, SVM, out_d, out_r)
+    gd_steps(X, y, W, 1e-3, 1e-3, SOFTMAX, out_d, out_r, 1)
+    loss_and_grad(X, y, idx[0], W, 1e-3, SVM, np.empty_like(W))
+    batch_loss(X, y, idx[0], W, SOFTMAX)
+    batch_loss_pair(X, y, idx[0], W, W, SVM)
+    evaluate(X, y, W, 1e-3, SVM)
+    predict(X, W)
+    return time.perf_counter() - start

@@ -1,0 +1,231 @@
+"""Numba kernels against the float64 numpy oracle, determinism, threads, NaN and bad input."""
+
+from __future__ import annotations
+
+import threading
+
+import numba
+import numpy as np
+import pytest
+
+from engine import kernels, reference
+
+REF = {kernels.SVM: reference.svm_loss_vectorized,
+       kernels.SOFTMAX: reference.softmax_loss_vectorized}
+KINDS = [kernels.SVM, kernels.SOFTMAX]
+TOL = 1e-4
+"""float32 kernels vs float64 reference: relative to the norm of the reference value."""
+
+
+def _data(seed: int = 0, N: int = 500, D: int = 49, C: int = 10):
+    """N rows (last column the bias 1.0) with corner rows, labels, and a small W.
+
+    Corner rows: 0 all zeros (bias too, so every score ties at 0), 1 huge values (1e3),
+    2 a copy of row 3 (identical rows), and W's columns 0 and 1 are equal, so every row
+    has a tie between the scores of classes 0 and 1.
+    """
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((N, D)).astype(np.float32)
+    X[:, -1] = 1.0
+    X[0] = 0.0
+    X[1] = 1e3 * rng.standard_normal(D).astype(np.float32)
+    X[2] = X[3]
+    y = rng.integers(0, C, N).astype(np.int32)
+    y[:4] = [0, 1, 1, 2]
+    W = (0.01 * rng.standard_normal((D, C))).astype(np.float32)
+    W[:, 1] = W[:, 0]
+    return X, y, W
+
+
+def _close(actual, expected, tol=TOL):
+    """Norm-relative comparison: |actual - expected| <= tol * |expected| (Frobenius)."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    err = np.linalg.norm(actual - expected)
+    assert err <= tol * max(np.linalg.norm(expected), 1e-30), (err, np.linalg.norm(expected))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("reg", [0.0, 1e-3, 50.0])
+@pytest.mark.parametrize("batch", [1, 3, 7, 64, 500])
+def test_loss_and_grad_match_reference(kind, reg, batch):
+    X, y, W = _data()
+    rng = np.random.default_rng(batch)
+    idx = np.arange(500) if batch == 500 else rng.integers(0, 500, batch)
+    idx[0] = 0 if batch < 500 else idx[0]  # the all-zero row is always in the batch
+    if batch >= 7:
+        idx[1:4] = [1, 2, 3]
+    dW = np.empty_like(W)
+    data_loss, reg_loss = kernels.loss_and_grad(X, y, idx.astype(np.int64), W, reg, kind, dW)
+    ref_loss, ref_grad = REF[kind](W, X[idx], y[idx], reg)
+    _close(data_loss + reg_loss, ref_loss)
+    _close(reg_loss, reg * np.sum(W.astype(np.float64) ** 2), 1e-12)
+    _close(dW, ref_grad)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_batch_loss_evaluate_predict(kind):
+    X, y, W = _data()
+    idx = np.arange(0, 500, 3, dtype=np.int64)
+    ref_loss, _ = REF[kind](W, X[idx], y[idx], 0.0)
+    _close(kernels.batch_loss(X, y, idx, W, kind), ref_loss)
+    other = (W + 0.01).astype(np.float32)
+    pair = kernels.batch_loss_pair(X, y, idx, W, other, kind)
+    _close(pair[0], ref_loss)
+    _close(pair[1], REF[kind](other, X[idx], y[idx], 0.0)[0])
+    loss, acc = kernels.evaluate(X, y, W, 0.5, kind)
+    _close(loss, REF[kind](W, X, y, 0.5)[0])
+    scores = X.astype(np.float64) @ W.astype(np.float64)
+    pred = kernels.predict(X, W)
+    assert pred.dtype == np.int32
+    clear = np.sort(scores, axis=1)[:, -1] - np.sort(scores, axis=1)[:, -2] > 1e-4
+    np.testing.assert_array_equal(pred[clear], scores.argmax(axis=1)[clear])
+    assert acc == pytest.approx(np.mean(pred == y))
+
+
+def _reference_run(X, y, W, idx_rows, lr, reg, fn):
+    W = W.astype(np.float64)
+    losses = []
+    for rows in idx_rows:
+        loss, grad = fn(W, X[rows], y[rows], reg)
+        losses.append(loss)
+        W = W - lr * grad
+    return W, np.array(losses)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sgd_steps_match_reference_loop(kind):
+    X, y, W = _data()
+    idx = np.random.default_rng(5).integers(0, 500, (20, 32))
+    out_d, out_r = np.empty(20), np.empty(20)
+    W_k = W.copy()
+    kernels.sgd_steps(X, y, idx, W_k, 1e-2, 0.1, kind, out_d, out_r)
+    W_ref, losses = _reference_run(X, y, W, idx, 1e-2, 0.1, REF[kind])
+    _close(out_d + out_r, losses)
+    _close(W_k, W_ref)
+    assert out_d[0] + out_r[0] == pytest.approx(REF[kind](W, X[idx[0]], y[idx[0]], 0.1)[0],
+                                                rel=TOL)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gd_steps_match_reference_loop(kind):
+    X, y, W = _data()
+    out_d, out_r = np.empty(6), np.empty(6)
+    W_k = W.copy()
+    kernels.gd_steps(X, y, W_k, 1e-2, 0.1, kind, out_d, out_r, 5)
+    W_ref, losses = _reference_run(X, y, W, [np.arange(500)] * 5, 1e-2, 0.1, REF[kind])
+    _close(out_d[:5] + out_r[:5], losses)
+    _close(W_k, W_ref)
+    assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_chunked_sgd_is_bit_identical(kind):
+    X, y, W = _data()
+    idx = np.random.default_rng(7).integers(0, 500, (12, 37))
+    one, a_d, a_r = W.copy(), np.empty(12), np.empty(12)
+    kernels.sgd_steps(X, y, idx, one, 1e-2, 0.5, kind, a_d, a_r)
+    two, b_d, b_r = W.copy(), np.empty(12), np.empty(12)
+    kernels.sgd_steps(X, y, idx[:5], two, 1e-2, 0.5, kind, b_d[:5], b_r[:5])
+    kernels.sgd_steps(X, y, idx[5:], two, 1e-2, 0.5, kind, b_d[5:], b_r[5:])
+    assert np.array_equal(one, two)
+    assert np.array_equal(a_d, b_d) and np.array_equal(a_r, b_r)
+    assert not np.array_equal(one, W)
+
+
+def test_chunked_gd_is_bit_identical():
+    X, y, W = _data()
+    one, a_d, a_r = W.copy(), np.empty(4), np.empty(4)
+    kernels.gd_steps(X, y, one, 1e-2, 0.5, kernels.SOFTMAX, a_d, a_r, 4)
+    two, b_d, b_r = W.copy(), np.empty(4), np.empty(4)
+    kernels.gd_steps(X, y, two, 1e-2, 0.5, kernels.SOFTMAX, b_d[:1], b_r[:1], 1)
+    kernels.gd_steps(X, y, two, 1e-2, 0.5, kernels.SOFTMAX, b_d[1:], b_r[1:], 3)
+    assert np.array_equal(one, two) and np.array_equal(a_d, b_d)
+
+
+def test_concurrent_calls_from_threads_are_deterministic():
+    X, y, W = _data()
+    idx = np.random.default_rng(9).integers(0, 500, (40, 64))
+    expected = W.copy()
+    kernels.sgd_steps(X, y, idx, expected, 1e-2, 0.1, kernels.SVM, np.empty(40), np.empty(40))
+    results = [W.copy() for _ in range(4)]
+
+    def work(k):
+        for _ in range(3):
+            Wk = W.copy()
+            kernels.sgd_steps(X, y, idx, Wk, 1e-2, 0.1, kernels.SVM, np.empty(40), np.empty(40))
+            results[k] = Wk
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for Wk in results:
+        assert np.array_equal(Wk, expected)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_nan_and_inf_do_not_crash(kind):
+    X, y, W = _data()
+    idx = np.random.default_rng(3).integers(0, 500, (3, 16))
+    bad = W.copy()
+    bad[5, 2] = np.nan
+    out_d, out_r = np.empty(3), np.empty(3)
+    kernels.sgd_steps(X, y, idx, bad, 1e-2, 0.1, kind, out_d, out_r)
+    assert np.all(np.isnan(out_d + out_r))
+    kernels.gd_steps(X, y, bad, 1e-2, 0.0, kind, out_d, out_r, 2)
+    assert np.isnan(out_d[0])
+    assert np.isnan(kernels.batch_loss(X, y, idx[0], bad, kind))
+    assert np.isnan(kernels.evaluate(X, y, bad, 0.0, kind)[0])
+    assert kernels.predict(X, bad).shape == (500,)
+    X_inf = X.copy()
+    X_inf[idx[0, 0], 0] = np.inf
+    data, _ = kernels.loss_and_grad(X_inf, y, idx[0], W.copy(), 0.0, kind, np.empty_like(W))
+    assert not np.isfinite(data)
+    huge = W * np.float32(1e30)
+    kernels.sgd_steps(X, y, idx, huge, 1e30, 0.1, kind, out_d, out_r)
+    assert not np.all(np.isfinite(huge))
+
+
+def test_bad_input_is_a_clear_error():
+    X, y, W = _data()
+    out = np.empty(2)
+    with pytest.raises(ValueError, match="out of range"):
+        kernels.sgd_steps(X, y, np.full((2, 3), 500, np.int64), W, 0.1, 0.0, 0, out, out)
+    with pytest.raises(ValueError, match="float32"):
+        kernels.batch_loss(X.astype(np.float64), y, np.zeros(3, np.int64), W, 0)
+    with pytest.raises(ValueError, match="loss kind"):
+        kernels.batch_loss(X, y, np.zeros(3, np.int64), W, 7)
+    with pytest.raises(ValueError, match="length"):
+        kernels.sgd_steps(X, y, np.zeros((3, 3), np.int64), W, 0.1, 0.0, 0, out, out)
+
+
+def test_invalid_label_gives_nan_not_a_crash():
+    X, y, W = _data()
+    y = y.copy()
+    y[0] = 99
+    assert np.isnan(kernels.batch_loss(X, y, np.array([0, 5], np.int64), W, kernels.SVM))
+
+
+def test_warmup_returns_seconds():
+    assert kernels.warmup() >= 0.0
+
+
+def test_thread_count_does_not_change_the_bits():
+    X, y, W = _data()
+    idx = np.random.default_rng(11).integers(0, 500, (6, 64))
+    results = []
+    try:
+        for n in (kernels.NPART, 1):
+            kernels.set_threads(n)
+            assert kernels.threads_in_use() == min(n, numba.config.NUMBA_NUM_THREADS)
+            Wn = W.copy()
+            kernels.sgd_steps(X, y, idx, Wn, 1e-2, 0.1, kernels.SOFTMAX, np.empty(6),
+                              np.empty(6))
+            results.append(Wn)
+    finally:
+        kernels.set_threads(None)
+    assert np.array_equal(results[0], results[1])
+    with pytest.raises(ValueError, match="at least 1"):
+        kernels.set_threads(0)
