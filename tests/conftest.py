@@ -1,0 +1,26 @@
+"""Shared fixtures: small seeded datasets, built once per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Tests never write recordings into the repository's recordings/ by accident.
+os.environ.setdefault("DESCENT_TEST", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """CIFAR-shaped synthetic data, small enough for thousands of steps per second."""
+    from engine.data import load_dataset
+
+    return load_dataset("synthetic:1200")
+
+
+@pytest.fixture(scope="session")
+def blobs():
+    """The 2-D blobs set: D = 3 with the bias column."""
+    from engine.data import load_dataset
+
+    return load_dataset("blobs")

@@ -1,0 +1,87 @@
+"""The command line as a user runs it: real subprocesses, exit statuses, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DESCENT = [sys.executable, "-m", "tui"]
+
+
+def descent(
+    *args: str, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    env = os.environ | {"COLUMNS": "100"}
+    return subprocess.run([*DESCENT, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd, env=env)
+
+
+def test_headless_json_has_the_promised_fields(tmp_path):
+    r = descent("train", "--headless", "--steps", "300", "--json", "--data", "synthetic:1200",
+                "--no-record")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1  # exactly one JSON object on stdout
+    out = json.loads(lines[0])
+    for key in ("steps", "loss", "train_acc", "val_acc", "steps_per_s", "diverged", "alarms",
+                "rescues", "recording", "dataset", "loss_kind", "optimizer", "lr", "reg",
+                "batch_size"):
+        assert key in out, key
+    assert out["steps"] == 300 and out["diverged"] is False and out["recording"] is None
+    assert out["dataset"] == "synthetic:1200" and out["loss_kind"] == "softmax"
+    assert 0.0 <= out["val_acc"] <= 1.0 and out["steps_per_s"] > 0
+    assert "step" in r.stderr  # progress went to stderr
+
+
+def test_default_subcommand_is_train():
+    r = descent("--headless", "--steps", "5", "--json", "--data", "blobs", "--no-record")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["steps"] == 5
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--headless", "--lr", "-1", "--data", "blobs"], "learning rate"),
+        (["--headless", "--lr", "abc"], "not a number"),
+        (["--headless", "--loss", "hinge"], "invalid choice"),
+        (["--headless", "--batch", "99999", "--data", "blobs"], "larger than the training set"),
+        (["--headless", "--data", "imagenet"], "imagenet"),
+        (["--headless", "--data", "cifar10:/nonexistent/dir"], "/nonexistent/dir"),
+        (["--json", "--data", "blobs"], "--json needs --headless"),
+        (["--headless", "--reg", "nan", "--data", "blobs"], "λ"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args, needle):
+    r = descent(*args, "--no-record")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1, err
+    assert needle in err and "Traceback" not in err
+
+
+def test_divergence_headless_stops_with_status_3():
+    r = descent("train", "--headless", "--json", "--steps", "3000", "--data", "synthetic:1200",
+                "--lr", "1", "--no-record")
+    assert r.returncode == 3, r.stderr
+    out = json.loads(r.stdout)
+    assert out["diverged"] is True and out["alarms"] >= 1 and out["steps"] < 3000
+    assert "diverged at step" in r.stderr
+
+
+def test_gradcheck_passes_for_both_losses():
+    for loss in ("softmax", "svm"):
+        r = descent("gradcheck", "--loss", loss, "--data", "synthetic:600")
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_help_lists_every_subcommand():
+    r = descent("--help")
+    assert r.returncode == 0
+    for sub in ("train", "replay", "verify", "fork", "gradcheck", "bench"):
+        assert sub in r.stdout

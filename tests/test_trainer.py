@@ -1,0 +1,242 @@
+"""The trainer: determinism, controls at chunk boundaries, pause/step, the ladder,
+divergence reactions, and scripts that reproduce a run bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine import trainer as trainer_mod
+from engine.config import Config
+from engine.trainer import State, Trainer
+
+
+def make(ds, **kw):
+    kw.setdefault("eval_every", 100)
+    return Trainer(Config(data=ds.spec, **kw), ds)
+
+
+def run_steps(t: Trainer, n: int) -> None:
+    t.config = t.config.replace(steps=t.step + n)
+    t._finished = False
+    while t.step < t.config.steps:
+        assert t.run_chunk() > 0, f"stuck at step {t.step} in state {t.state}"
+    t.config = t.config.replace(steps=None)
+    t._finished = False
+
+
+def losses(t: Trainer) -> np.ndarray:
+    return np.array(t.history.snapshot().loss)
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(tiny):
+    a, b, c = make(tiny, seed=1), make(tiny, seed=1), make(tiny, seed=2)
+    for t in (a, b, c):
+        run_steps(t, 300)
+    np.testing.assert_array_equal(losses(a), losses(b))
+    np.testing.assert_array_equal(a.W, b.W)
+    assert not np.array_equal(losses(a), losses(c))
+
+
+def test_chunking_never_changes_a_number(tiny, monkeypatch):
+    a = make(tiny, seed=4)
+    run_steps(a, 250)
+    b = make(tiny, seed=4)
+    monkeypatch.setattr(Trainer, "_chunk_size", lambda self: 3)
+    run_steps(b, 250)
+    np.testing.assert_array_equal(losses(a), losses(b))
+    np.testing.assert_array_equal(a.W, b.W)
+    assert [e.step for e in a.history.evaluations()] == [e.step for e in b.history.evaluations()]
+
+
+def test_a_control_lands_at_the_next_chunk_boundary_and_shows_in_history(tiny):
+    t = make(tiny, seed=0)
+    run_steps(t, 50)
+    k = t.step
+    lr0 = t.config.lr
+    t.send("lr", lr0 * 2)
+    assert t.config.lr == lr0  # nothing happens until the trainer's next chunk
+    run_steps(t, 10)
+    ev = [e for e in t.history.snapshot().events if e.kind == "control"]
+    assert len(ev) == 1 and ev[0].name == "lr" and ev[0].step == k
+    assert ev[0].value == lr0 * 2 and ev[0].old == lr0
+    assert t.config.lr == lr0 * 2
+
+
+def test_invalid_control_is_refused_and_changes_nothing(tiny):
+    t = make(tiny)
+    lr0 = t.config.lr
+    t.send("lr", -1.0)
+    t.send("batch_size", tiny.num_train + 5)
+    run_steps(t, 5)
+    assert t.config.lr == lr0 and t.config.batch_size == 256
+    refused = [e for e in t.history.snapshot().events if e.name == "refused"]
+    assert len(refused) == 2 and "learning rate" in refused[0].detail
+
+
+def test_pause_stops_the_counter_and_step_runs_exactly_one(tiny):
+    t = make(tiny)
+    run_steps(t, 20)
+    t.send("pause")
+    for _ in range(5):
+        assert t.run_chunk() == 0
+    assert t.step == 20 and t.state is State.PAUSED
+    t.send("step")
+    t.run_chunk()
+    assert t.step == 21
+    assert t.run_chunk() == 0
+    t.send("toggle_pause")
+    assert t.run_chunk() > 0 and t.state is State.RUNNING
+
+
+def test_every_control_is_applied(tiny):
+    t = make(tiny)
+    for name, value in [("reg", 0.0), ("batch_size", 64), ("loss", "svm"),
+                        ("optimizer", "local"), ("on_diverge", "rescue"), ("reset", None)]:
+        t.send(name, value)
+    w0 = t.W.copy()
+    run_steps(t, 3)
+    c = t.config
+    assert (c.reg, c.batch_size, c.loss, c.optimizer, c.on_diverge) == (
+        0.0, 64, "svm", "local", "rescue")
+    assert not np.array_equal(w0, t.W)
+    names = [e.name for e in t.history.snapshot().events if e.kind == "control"]
+    assert names == ["reg", "batch_size", "loss", "optimizer", "on_diverge", "reset"]
+
+
+def test_full_set_batch_is_full_batch_gradient_descent(tiny):
+    a = make(tiny, seed=5, batch_size=tiny.num_train)
+    b = make(tiny, seed=5, optimizer="gd")
+    run_steps(a, 5)
+    run_steps(b, 5)
+    np.testing.assert_array_equal(losses(a), losses(b))
+    assert a.summary()["batch_size"] == tiny.num_train
+
+
+def test_script_reproduces_a_steered_run_bit_for_bit(tiny):
+    a = make(tiny, seed=9, on_diverge="ignore")
+    run_steps(a, 130)
+    a.send("lr", a.config.lr * 10)
+    run_steps(a, 70)
+    a.send("loss", "svm")
+    a.send("batch_size", 32)
+    run_steps(a, 90)
+    a.send("reset")
+    run_steps(a, 40)
+    events = a.history.snapshot().events
+    b = Trainer(Config(data=tiny.spec, seed=9, eval_every=100, on_diverge="ignore"), tiny,
+                script=events)
+    run_steps(b, 330)
+    np.testing.assert_array_equal(losses(a), losses(b))
+    alarms = [(e.step, e.name) for e in events if e.kind == "alarm"]
+    assert alarms == [(e.step, e.name) for e in b.history.snapshot().events
+                      if e.kind == "alarm"]
+    np.testing.assert_array_equal(a.W, b.W)
+
+
+def test_sgd_beats_local_search_beats_random_search(tiny):
+    """CS231n's ladder, after the same number of steps (loss evaluations)."""
+    acc = {}
+    for opt in ("random", "local", "sgd"):
+        t = make(tiny, seed=0, optimizer=opt, loss="softmax")
+        run_steps(t, 600)
+        acc[opt] = t.close()["val_acc"]
+    assert acc["sgd"] > acc["local"] > acc["random"] > 1 / tiny.num_classes, acc
+
+
+def test_sgd_drives_the_loss_well_under_its_start(tiny):
+    t = make(tiny, seed=0)
+    run_steps(t, 800)
+    loss = losses(t)
+    assert loss[-100:].mean() < 0.8 * loss[0]
+
+
+@pytest.mark.parametrize("loss", ["softmax", "svm"])
+def test_a_huge_learning_rate_raises_the_alarm_and_pauses(tiny, loss):
+    t = make(tiny, seed=0, loss=loss, on_diverge="pause")
+    run_steps(t, 100)
+    t.send("lr", t.config.lr * 1e4)
+    for _ in range(200):
+        t.run_chunk()
+        if t.alarm:
+            break
+    assert t.alarm is not None and t.state is State.DIVERGED
+    step = t.step
+    assert t.run_chunk() == 0 and t.step == step  # paused by the alarm
+    kinds = [e.kind for e in t.history.snapshot().events]
+    assert "alarm" in kinds and "pause" in kinds
+
+
+def test_rescue_restores_the_healthy_weights_and_divides_lr(tiny):
+    t = make(tiny, seed=0, on_diverge="pause")
+    run_steps(t, 300)
+    healthy_step, healthy_w = t._healthy
+    assert healthy_step == 200  # the evaluation at step 300 runs before step 300
+    big = t.config.lr * 1e4
+    t.send("lr", big)
+    while t.alarm is None:
+        t.run_chunk()
+    loss_at_alarm = t.alarm.loss
+    t.send("rescue")
+    t.run_chunk()
+    ev = [e for e in t.history.snapshot().events if e.kind == "rescue"][0]
+    assert ev.value == pytest.approx(big / 10) and t.config.lr == pytest.approx(big / 10)
+    assert t.alarm is None and t.state is State.RUNNING
+    assert f"step {healthy_step}" in ev.detail
+    # the first step after the rescue starts from the restored weights
+    first_after = losses(t)[ev.step]
+    assert first_after < loss_at_alarm
+
+
+def test_rescued_weights_equal_the_snapshot(tiny):
+    t = make(tiny, seed=0)
+    run_steps(t, 200)
+    snap = t._healthy[1].copy()
+    t.W[...] = np.nan
+    t.send("rescue")
+    t._apply_controls()
+    np.testing.assert_array_equal(t.W, snap)
+
+
+def test_nan_forced_into_weights_is_caught_at_the_next_step(tiny):
+    t = make(tiny, seed=0, on_diverge="pause")
+    run_steps(t, 50)
+    t.W[3, 2] = np.nan
+    t.run_chunk()
+    assert t.alarm is not None and t.alarm.rule == "nonfinite" and t.alarm.step == 50
+    summary = t.close()
+    assert summary["diverged"] is True
+
+
+def test_on_diverge_stop_finishes_and_rescue_continues(tiny):
+    t = make(tiny, seed=0, on_diverge="stop", lr=1e-1)
+    for _ in range(300):
+        if t.run_chunk() == 0:
+            break
+    assert t.state is State.FINISHED and t.summary()["diverged"]
+    r = make(tiny, seed=0, on_diverge="rescue")
+    run_steps(r, 200)
+    r.send("lr", r.config.lr * 1e4)
+    run_steps(r, 300)
+    assert r.rescues >= 1 and r.state is State.RUNNING
+
+
+def test_healthy_runs_raise_no_alarm(tiny):
+    for loss in ("softmax", "svm"):
+        for batch in (32, 256):
+            t = make(tiny, seed=1, loss=loss, batch_size=batch)
+            run_steps(t, 1500)
+            assert t.alarms == 0, (loss, batch, t.history.snapshot().events)
+
+
+def test_steps_option_finishes_the_run(tiny):
+    t = Trainer(Config(data=tiny.spec, steps=120), tiny)
+    summary = t.run()
+    assert t.step == 120 and t.state is State.FINISHED
+    assert summary["steps"] == 120
+    final = t.close()
+    assert t.history.evaluations()[-1].step == 120 and final["val_acc"] is not None
+
+
+def test_chunks_stay_short(tiny):
+    assert trainer_mod.CHUNK_SECONDS <= 0.05
