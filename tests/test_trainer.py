@@ -170,22 +170,24 @@ def test_a_huge_learning_rate_raises_the_alarm_and_pauses(tiny, loss):
 def test_rescue_restores_the_healthy_weights_and_divides_lr(tiny):
     t = make(tiny, seed=0, on_diverge="pause")
     run_steps(t, 300)
-    healthy_step, healthy_w = t._healthy
-    assert healthy_step == 200  # the evaluation at step 300 runs before step 300
-    big = t.config.lr * 1e4
+    big = t.config.lr * 100  # diverges; a tenth of it (×10) trains again
     t.send("lr", big)
     while t.alarm is None:
         t.run_chunk()
     loss_at_alarm = t.alarm.loss
+    healthy_step, healthy_w = t._healthy
+    assert 0 < healthy_step <= t.alarm.step  # taken before the blow-up, while healthy
     t.send("rescue")
-    t.run_chunk()
+    t._apply_controls()
+    np.testing.assert_array_equal(t.W, healthy_w)
     ev = [e for e in t.history.snapshot().events if e.kind == "rescue"][0]
     assert ev.value == pytest.approx(big / 10) and t.config.lr == pytest.approx(big / 10)
     assert t.alarm is None and t.state is State.RUNNING
     assert f"step {healthy_step}" in ev.detail
-    # the first step after the rescue starts from the restored weights
-    first_after = losses(t)[ev.step]
-    assert first_after < loss_at_alarm
+    # training goes on from the restored weights, below the loss that raised the alarm
+    run_steps(t, 200)
+    assert t.alarm is None and t.rescues == 1
+    assert np.all(losses(t)[ev.step:] < loss_at_alarm)
 
 
 def test_rescued_weights_equal_the_snapshot(tiny):
