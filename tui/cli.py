@@ -481,8 +481,13 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from engine import bench
+    from engine import bench, recording
+    from tui import bench_ui
 
+    bench.add_section("recording (size, load time, overhead at B=256)",
+                      recording.bench_recording)
+    bench.add_section("dashboard", bench_ui.bench_dashboard)
+    bench.add_section("datasets", bench_ui.bench_data)
     argv = ["--no-compile"] if args.no_compile else []
     if args.repeats:
         argv += ["--repeats", str(args.repeats)]

@@ -1,0 +1,86 @@
+"""Bench sections that need more than the engine: the dashboard's cost on training speed,
+and dataset loading. ``descent bench`` registers them with ``engine.bench.add_section``.
+
+The dashboard row trains the same run two ways, interleaved (A B A B ..., median): A in
+this thread with no UI (exactly what ``--headless`` does), B in the dashboard's worker
+thread while the dashboard redraws at 10 Hz in Textual's headless test driver (everything
+but the terminal write). Steps/s is the trainer's step counter over wall time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from typing import Any
+
+Row = tuple[str, str, str, str, str]
+
+SECONDS = 2.0
+"""Length of one timed run."""
+REPEATS = 3
+"""Timed runs of each kind (the median is shown)."""
+
+
+def _headless_rate(trainer: Any, seconds: float) -> float:
+    s0, t0 = trainer.step, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        trainer.run_chunk()
+    return (trainer.step - s0) / (time.perf_counter() - t0)
+
+
+async def _dashboard_rate(trainer: Any, seconds: float) -> float:
+    from tui.app import DescentApp
+
+    app = DescentApp(lambda progress: trainer)
+    async with app.run_test(size=(100, 30)) as pilot:
+        for _ in range(500):  # wait (bounded) for the worker to start stepping
+            if trainer.step > 0:
+                break
+            await pilot.pause(0.01)
+        s0, t0 = trainer.step, time.perf_counter()
+        await asyncio.sleep(seconds)
+        rate = (trainer.step - s0) / (time.perf_counter() - t0)
+        app.stop_event.set()
+        await pilot.press("q")
+    return rate
+
+
+def bench_dashboard(ctx: Any = None) -> list[Row]:
+    """Training speed with the dashboard open vs headless, batch 256, full synthetic."""
+    from engine.config import Config
+    from engine.data import load_dataset
+    from engine.trainer import Trainer
+
+    ds = load_dataset("synthetic")
+    rows: list[Row] = []
+    for loss in ("softmax", "svm"):
+        cfg = Config(loss=loss, batch_size=256)
+        headless, ui = [], []
+        for _ in range(REPEATS):
+            t = Trainer(cfg, ds)
+            t.run_chunk()  # first chunk: warm caches
+            headless.append(_headless_rate(t, SECONDS))
+            t = Trainer(cfg, ds)
+            t.run_chunk()
+            ui.append(asyncio.run(_dashboard_rate(t, SECONDS)))
+        a, b = statistics.median(headless), statistics.median(ui)
+        rows.append((f"dashboard open, {loss} B=256", f"{b:,.0f} steps/s",
+                     f"{a:,.0f} headless", f"{b / a:.2f}x", "target >= 0.90x"))
+    return rows
+
+
+def bench_data(ctx: Any = None) -> list[Row]:
+    """Load time and peak memory of full-size CIFAR-10 (python version) and synthetic."""
+    from engine.data import bench_load
+
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        r = bench_load(tmp)
+        rows.append(("load CIFAR-10 python, full size", f"{r['seconds']:.2f} s",
+                     "< 5 s", f"peak {r['peak_mb']:,.0f} MB", "target < 2,000 MB"))
+        r = bench_load(tmp, spec="synthetic")
+        rows.append(("generate synthetic (49k+1k+10k)", f"{r['seconds']:.2f} s", "",
+                     f"peak {r['peak_mb']:,.0f} MB", "fresh process, incl. imports"))
+    return rows
