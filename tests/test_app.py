@@ -1,0 +1,407 @@
+"""Pilot tests of the dashboard with a real Trainer on the tiny blobs set.
+
+Every wait is a bounded poll (``wait_for``): ``await pilot.pause(...)`` in a loop until a
+condition holds, failing after a fixed number of iterations. No assertion depends on
+how fast anything runs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from engine.config import Config, ConfigError
+from engine.trainer import Trainer
+from tui.app import DescentApp
+from tui.screens.dashboard import LiveDashboard
+from tui.screens.error import ErrorScreen
+from tui.screens.help import HelpScreen
+from tui.widgets.alarm_banner import AlarmBanner
+from tui.widgets.controls import ControlsPanel
+from tui.widgets.editor import ControlEditor
+from tui.widgets.event_log import EventLog
+from tui.widgets.status_bar import StatusBar
+
+POLLS = 1500
+"""Iterations of a bounded wait (× POLL_SECONDS = at most 30 s on a loaded machine)."""
+POLL_SECONDS = 0.02
+
+
+async def wait_for(pilot: Any, cond: Any, what: str, polls: int = POLLS) -> None:
+    """Poll ``cond()`` between pilot pauses; fail naming ``what`` after ``polls`` tries
+    or ``polls * POLL_SECONDS`` seconds, whichever comes first (a bound, not a measure)."""
+    deadline = time.monotonic() + polls * POLL_SECONDS
+    for _ in range(polls):
+        if cond():
+            return
+        if time.monotonic() > deadline:
+            break
+        await pilot.pause(POLL_SECONDS)
+    if cond():
+        return
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def make_app(ds: Any, *, paused: bool = True, **config: Any) -> tuple[DescentApp, list]:
+    """An app whose session is a seeded Trainer on ``ds``; returns (app, [trainer])."""
+    made: list[Trainer] = []
+
+    def make_session(progress: Any) -> Trainer:
+        progress(0.5, "building the trainer")
+        cfg = Config(data="blobs", seed=0, eval_every=50, batch_size=64, **config)
+        t = Trainer(cfg, ds)
+        if paused:
+            t.send("pause")  # applied before the first step runs
+        made.append(t)
+        return t
+
+    return DescentApp(make_session, frozen_clock=True), made
+
+
+async def started(pilot: Any, app: DescentApp) -> LiveDashboard:
+    # loading may compile (or load cached) Numba kernels: allow up to 60 s
+    await wait_for(pilot, lambda: isinstance(app.screen, LiveDashboard), "the dashboard", 3000)
+    assert isinstance(app.screen, LiveDashboard)
+    return app.screen
+
+
+def controls(events: Any, name: str) -> list[Any]:
+    return [e.value for e in events if e.kind == "control" and e.name == name]
+
+
+def panel(app: DescentApp) -> list[str]:
+    return app.screen.query_one("#controls", ControlsPanel).lines
+
+
+KEY_CASES = [
+    # key, control, expected value from the blobs defaults (lr 0.1 for softmax here
+    # unless overridden: we pin lr and reg in the config), panel text
+    ("plus", "lr", 0.2, "lr 2.00e-01"),
+    ("minus", "lr", 0.05, "lr 5.00e-02"),
+    ("greater_than_sign", "lr", 1.0, "lr 1.00e+00"),
+    ("less_than_sign", "lr", 0.01, "lr 1.00e-02"),
+    ("right_square_bracket", "reg", 0.002, "λ 2.00e-03"),
+    ("left_square_bracket", "reg", 0.0005, "λ 5.00e-04"),
+    ("0", "reg", 0.0, "λ 0.00e+00"),
+    ("b", "batch_size", 128, "batch 128"),
+    ("B", "batch_size", 32, "batch 32"),
+    ("l", "loss", "svm", "loss svm"),
+    ("o", "optimizer", "gd", "opt gd"),
+    ("d", "on_diverge", "rescue", "on-diverge rescue"),
+]
+
+
+@pytest.mark.parametrize(("key", "name", "value", "text"), KEY_CASES)
+async def test_each_key_sends_its_control_and_the_panel_shows_it(blobs, key, name, value, text):
+    app, made = make_app(blobs, lr=0.1, reg=0.001)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await started(pilot, app)
+        trainer = made[0]
+        await pilot.press(key)
+        # the panel shows the new value at once (pending), before the trainer applies it
+        assert any(line.startswith(text) for line in panel(app)), panel(app)
+        await wait_for(pilot, lambda: controls(trainer.history.snapshot().events, name),
+                       f"the {name} control event")
+        got = controls(trainer.history.snapshot().events, name)
+        assert got == [pytest.approx(value)] if isinstance(value, float) else got == [value]
+        await wait_for(pilot, lambda: text in panel(app), "the confirmed panel value")
+        log = app.screen.query_one("#log", EventLog).plain_lines
+        assert any(text.split()[0] in line and "→" in line for line in log), log
+        await pilot.press("q")
+    assert app.return_code == 0
+
+
+async def test_batch_ladder_reaches_the_full_set_and_shows_batch_full(blobs):
+    app, made = make_app(blobs, lr=0.1, reg=0.001)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await started(pilot, app)
+        for _ in range(8):  # 64 → 128 → 256 → 512 → full (blobs has < 1024 rows)
+            await pilot.press("b")
+        await wait_for(pilot, lambda: "batch full" in panel(app), "batch full")
+        trainer = made[0]
+        await wait_for(pilot, lambda: trainer.config.batch_size == blobs.num_train,
+                       "the full-set batch")
+        sizes = controls(trainer.history.snapshot().events, "batch_size")
+        assert sizes[-1] == blobs.num_train and sizes == sorted(sizes)
+        await pilot.press("B")
+        await wait_for(pilot, lambda: trainer.config.batch_size < blobs.num_train, "back down")
+        await pilot.press("q")
+
+
+async def test_typed_values_apply_and_invalid_ones_change_nothing(blobs):
+    app, made = make_app(blobs, lr=0.1, reg=0.001)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await started(pilot, app)
+        trainer = made[0]
+        await pilot.press("e")
+        editor = screen.query_one("#editor", ControlEditor)
+        assert editor.display and app.focused is not None and app.focused.id == "edit-lr"
+        # an invalid value: refused beside the input, nothing sent, nothing changes
+        app.focused.value = ""
+        await pilot.press("minus", "3", "enter")
+        assert "learning rate" in editor.message_of("lr")
+        with pytest.raises(ConfigError):  # the same rule the engine applies
+            from engine.config import validate_control
+            validate_control("lr", "-3")
+        for _ in range(10):
+            await pilot.pause()
+        assert trainer.config.lr == 0.1 and not controls(trainer.history.snapshot().events, "lr")
+        assert "lr 1.00e-01" in panel(app)
+        # a valid one is applied
+        app.focused.value = ""
+        await pilot.press(*"2e-3", "enter")
+        await wait_for(pilot, lambda: trainer.config.lr == 0.002, "lr 2e-3 applied")
+        assert editor.message_of("lr").startswith("sent")
+        # batch: too large for the training set is refused beside the batch input
+        await pilot.press("tab", "tab")
+        assert app.focused.id == "edit-batch_size"
+        app.focused.value = "99999"
+        await pilot.press("enter")
+        assert "larger than the training set" in editor.message_of("batch_size")
+        # typing keys that are also bindings goes into the input, not to the trainer
+        assert not controls(trainer.history.snapshot().events, "reg")
+        await pilot.press("escape")
+        assert not editor.display and app.focused is None
+        await wait_for(pilot, lambda: "lr 2.00e-03" in panel(app), "panel lr 2e-3")
+        await pilot.press("q")
+    assert app.return_code == 0
+
+
+async def test_pause_stops_the_step_counter_and_n_runs_one_step(blobs):
+    app, made = make_app(blobs, paused=False, lr=0.1, reg=0.001)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await started(pilot, app)
+        trainer = made[0]
+        await wait_for(pilot, lambda: trainer.step > 0, "training to run")
+        await pilot.press("space")
+        await wait_for(pilot, lambda: trainer.state.value == "PAUSED", "PAUSED")
+        step = trainer.step
+        for _ in range(10):
+            await pilot.pause(POLL_SECONDS)
+        assert trainer.step == step
+        await pilot.press("n")
+        await wait_for(pilot, lambda: trainer.step == step + 1, "one step")
+        for _ in range(5):
+            await pilot.pause(POLL_SECONDS)
+        assert trainer.step == step + 1
+        status = app.screen.query_one("#status", StatusBar)
+        await wait_for(pilot, lambda: f"step {step + 1}" in status.plain, "header step")
+        assert status.state == "PAUSED"
+        await pilot.press("space")
+        await wait_for(pilot, lambda: trainer.step > step + 1, "training to resume")
+        await pilot.press("q")
+    assert app.return_code == 0
+
+
+async def test_quit_stops_the_worker_closes_the_session_and_returns_0(blobs):
+    app, made = make_app(blobs, paused=False, lr=0.1, reg=0.001)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await started(pilot, app)
+        trainer = made[0]
+        await wait_for(pilot, lambda: trainer.step > 0, "training to run")
+        await pilot.press("q")
+    assert app.return_code == 0
+    assert app.stop_event.is_set() and app.run_done.is_set()  # the loop returned
+    assert trainer._closed  # close() ran: final evaluation, observers told (recording)
+    step = trainer.step
+    assert trainer.run_chunk() >= 0 and trainer.step >= step  # still usable, not running
+
+
+async def test_ctrl_c_quits_even_while_editing(blobs):
+    app, made = make_app(blobs, lr=0.1, reg=0.001)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await started(pilot, app)
+        await pilot.press("e")
+        await pilot.press("ctrl+c")
+    assert app.return_code == 0 and made[0]._closed
+
+
+async def test_reset_rescue_smoothing_and_log_keys(blobs):
+    app, made = make_app(blobs, lr=0.1, reg=0.001)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await started(pilot, app)
+        trainer = made[0]
+        await pilot.press("r")
+        await wait_for(pilot, lambda: any(e.name == "reset" for e in
+                                          trainer.history.snapshot().events), "reset event")
+        before = screen.smoothing
+        await pilot.press("S")
+        assert screen.smoothing < before and f"smooth {screen.smoothing:g}" in panel(app)
+        await pilot.press("s")
+        assert screen.smoothing == before
+        await pilot.press("g")
+        assert screen.log_scale and "y log" in panel(app)
+        await pilot.press("q")
+
+
+async def test_a_huge_lr_raises_the_alarm_banner_and_R_rescues(blobs):
+    app, made = make_app(blobs, paused=False, lr=0.1, reg=0.001, loss="svm")
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await started(pilot, app)
+        trainer = made[0]
+        await wait_for(pilot, lambda: trainer.step > 300, "some healthy training")
+        banner = screen.query_one("#alarm", AlarmBanner)
+        assert not banner.display
+        for _ in range(8):  # lr ×10 until the loss explodes; the lr before is healthy
+            await pilot.press("greater_than_sign")
+            lr = trainer.config.lr
+            for _ in range(40):
+                await pilot.pause(POLL_SECONDS)
+                if trainer.state.value == "DIVERGED" or trainer.config.lr != lr:
+                    break
+            for _ in range(40):
+                if trainer.state.value == "DIVERGED":
+                    break
+                await pilot.pause(POLL_SECONDS)
+            if trainer.state.value == "DIVERGED":
+                break
+        await wait_for(pilot, lambda: trainer.state.value == "DIVERGED", "the alarm")
+        await wait_for(pilot, lambda: banner.display, "the banner")
+        alarm = trainer.alarm
+        assert alarm is not None
+        assert f"rule {alarm.rule}" in banner.message and f"step {alarm.step}" in banner.message
+        assert "R rescue" in banner.message and screen.bells == 1
+        assert screen.query_one("#status", StatusBar).state == "DIVERGED"
+        for _ in range(4):  # each rescue divides lr by 10; one is normally enough
+            rescues, step = trainer.rescues, trainer.step
+            await pilot.press("R")
+            await wait_for(pilot, lambda r=rescues: trainer.rescues > r, "the rescue")
+            await wait_for(pilot, lambda s=step: trainer.step > s + 50
+                           or trainer.state.value == "DIVERGED", "training to continue")
+            if trainer.state.value == "RUNNING":
+                break
+        assert trainer.state.value == "RUNNING" and trainer.rescues >= 1
+        await wait_for(pilot, lambda: not banner.display, "the banner to go")
+        log = screen.query_one("#log", EventLog).plain_lines
+        assert any("ALARM" in line for line in log) and any("restored" in line for line in log)
+        await pilot.press("q")
+    assert app.return_code == 0
+
+
+async def test_help_lists_every_key(blobs):
+    app, _ = make_app(blobs, lr=0.1, reg=0.001)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await started(pilot, app)
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "help")
+        keys = {k for k, _ in app.screen.rows}
+        for k in ("space", "n", "+", "-", ">", "<", "]", "[", "0", "b", "B", "l", "o", "r",
+                  "e", "R", "d", "s", "S", "g", "?", "q", "ctrl+c"):
+            assert k in keys, k
+        await pilot.press("escape")
+        assert app.screen is screen
+        await pilot.press("q")
+
+
+async def test_a_loader_error_is_one_line_and_exits_2():
+    def make_session(progress: Any) -> Any:
+        progress(0.1, "loading")
+        raise OSError("cifar10:/nope: no such directory (download CIFAR-10 first)")
+
+    app = DescentApp(make_session)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen), "the error")
+        assert app.error_message == "cifar10:/nope: no such directory (download CIFAR-10 first)"
+        await pilot.press("q")
+    assert app.return_code == 2
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30), (200, 60)])
+async def test_panels_never_overlap(blobs, size):
+    app, _ = make_app(blobs, lr=0.1, reg=0.001)
+    async with app.run_test(size=size) as pilot:
+        screen = await started(pilot, app)
+        await pilot.press("e")  # the editor is the tallest state
+        await pilot.pause()
+        ids = ["#status", "#loss-plot", "#acc-plot", "#side", "#editor", "#hints"]
+        regions = [screen.query_one(i).region for i in ids if screen.query_one(i).display]
+        for r in regions:
+            assert r.area > 0 and r.right <= size[0] and r.bottom <= size[1]
+        for i, a in enumerate(regions):
+            for b in regions[i + 1 :]:
+                assert not a.overlaps(b), (a, b)
+        await pilot.press("escape", "q")
+
+
+async def test_a_small_terminal_says_so_and_recovers_on_resize(blobs):
+    app, _ = make_app(blobs, lr=0.1, reg=0.001)
+    async with app.run_test(size=(50, 12)) as pilot:
+        screen = await started(pilot, app)
+        msg = screen.query_one("#too-small")
+        assert msg.display and "need at least 60×16, have 50×12" in str(msg.content)
+        assert not screen.query_one("#loss-plot").display or screen.has_class("-too-small")
+        await pilot.resize_terminal(100, 30)
+        await wait_for(pilot, lambda: not screen.has_class("-too-small"), "normal layout")
+        assert screen.query_one("#loss-plot").region.area > 0
+        await pilot.press("q")
+
+
+# -- replay ------------------------------------------------------------------------------
+@pytest.fixture
+def recording(blobs, tmp_path):
+    """A 1000-step recording with an lr change at 300 and a loss change at 600."""
+    from engine.history import Event
+    from engine.recording import Recorder
+
+    cfg = Config(data="blobs", seed=0, steps=1000, eval_every=100, batch_size=64,
+                 lr=0.1, reg=0.001).resolved(blobs)
+    path = tmp_path / "run.jsonl"
+    rec = Recorder(path, cfg, blobs)
+    script = [Event(300, "control", "lr", 0.05), Event(600, "control", "loss", "svm")]
+    t = Trainer(cfg, blobs, observers=[rec], script=script)
+    t.run()
+    t.close()
+    rec.close()
+    return path
+
+
+async def test_replay_keys_seek_and_jump_and_training_keys_are_inactive(recording):
+    from engine.replay import Replayer
+    from tui.screens.goto import GotoScreen
+    from tui.screens.replay import ReplayDashboard
+
+    replayer = Replayer(recording)
+    app = DescentApp(lambda progress: replayer, frozen_clock=True)  # frozen: no playback
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ReplayDashboard), "replay")
+        screen = app.screen
+        status = screen.query_one("#status", StatusBar)
+        await pilot.press("end")
+        assert replayer.position == 1000 and "step 1000/1000" in status.plain
+        await pilot.press("home")
+        assert replayer.position == 0
+        await pilot.press("right")
+        assert replayer.position == 10
+        await pilot.press("up")
+        assert replayer.position == 110
+        await pilot.press("right_square_bracket")  # next mark: the lr change
+        assert replayer.position == 300
+        assert "lr 5.00e-02" in panel(app)
+        await pilot.press("right_square_bracket")
+        assert replayer.position == 600 and "loss svm" in panel(app)
+        await pilot.press("left_square_bracket")
+        assert replayer.position == 300 and "loss softmax" in panel(app)
+        await pilot.press("n")
+        assert replayer.position == 400
+        await pilot.press("p")
+        assert replayer.position == 300
+        speed = replayer.speed
+        await pilot.press("full_stop")
+        assert replayer.speed is not None and speed is not None and replayer.speed > speed
+        await pilot.press("colon")
+        await wait_for(pilot, lambda: isinstance(app.screen, GotoScreen), "the step prompt")
+        await pilot.press(*"5000", "enter")  # out of range: refused, prompt stays
+        assert isinstance(app.screen, GotoScreen)
+        app.focused.value = ""
+        await pilot.press(*"750", "enter")
+        await wait_for(pilot, lambda: app.screen is screen, "the prompt to close")
+        assert replayer.position == 750
+        await wait_for(pilot, lambda: "step 750/1000" in status.plain, "header step 750")
+        await pilot.press("plus", "b", "l")  # live-only keys: nothing happens
+        assert replayer.position == 750 and "lr 5.00e-02" in panel(app)
+        log = screen.query_one("#log", EventLog).plain_lines
+        assert any("lr 1.00e-01 → 5.00e-02" in line for line in log), log
+        await pilot.press("q")
+    assert app.return_code == 0

@@ -1,0 +1,171 @@
+"""Unit tests of the dashboard's pieces: smoothing, ticks, formatting, plots with NaN/inf."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from textual.app import App, ComposeResult
+
+from engine.history import Evaluation, Event, History
+from tui.widgets.accuracy_plot import AccuracyPlot
+from tui.widgets.controls import ControlsPanel, format_control
+from tui.widgets.event_log import EventLog
+from tui.widgets.loss_plot import LossPlot, SmoothedCurve, ema_extend
+from tui.widgets.plot_base import finite_points, log_ticks, nice_ticks
+
+
+def naive_ema(x: np.ndarray, beta: float) -> np.ndarray:
+    """The definition, one value at a time: debiased EMA over the finite values."""
+    out, m, n = [], 0.0, 0
+    for v in x:
+        if math.isfinite(v):
+            m = beta * m + (1 - beta) * v
+            n += 1
+        out.append(m / (1 - beta**n) if n else math.nan)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.6, 0.9, 0.99, 0.999])
+def test_blocked_ema_equals_the_definition_and_skips_nan_and_inf(beta):
+    rng = np.random.default_rng(0)
+    x = rng.lognormal(size=5000) * 3
+    x[[0, 10, 11, 4000]] = [np.nan, np.inf, -np.inf, np.nan]
+    got, _, _ = ema_extend(x, beta, 0.0, 0)
+    want = naive_ema(x, beta)
+    assert math.isnan(got[0]) and math.isnan(want[0])
+    np.testing.assert_allclose(got[1:], want[1:], rtol=1e-9)
+
+
+def test_smoothed_curve_is_incremental_and_restarts_when_history_shrinks():
+    x = np.random.default_rng(1).normal(2.0, 0.5, 3000)
+    curve = SmoothedCurve(0.99)
+    for n in (1, 7, 1000, 2500, 3000):  # growing in uneven chunks
+        got = curve.update(x[:n]).copy()
+    np.testing.assert_allclose(got, naive_ema(x, 0.99), rtol=1e-9)
+    y = x[:500] + 1.0  # a seek back that changes the series
+    np.testing.assert_allclose(curve.update(y), naive_ema(y, 0.99), rtol=1e-9)
+    curve.set_beta(0.9)
+    np.testing.assert_allclose(curve.update(y), naive_ema(y, 0.9), rtol=1e-9)
+
+
+def test_huge_losses_do_not_overflow_the_smoothing():
+    x = np.array([1.0, 1e38, 1e300, 2.0])
+    got, _, _ = ema_extend(x, 0.999, 0.0, 0)
+    assert np.all(np.isfinite(got))
+
+
+def test_finite_points_drops_nan_inf_and_non_positive_on_log_axis():
+    x = np.arange(6.0)
+    y = np.array([1.0, np.nan, np.inf, -1.0, 0.0, 100.0])
+    xs, ys = finite_points(x, y, log=False)
+    assert xs.tolist() == [0, 3, 4, 5]
+    xs, ys = finite_points(x, y, log=True)
+    assert xs.tolist() == [0, 5] and ys.tolist() == [0.0, 2.0]
+
+
+def test_ticks_are_round_and_inside_the_range():
+    assert nice_ticks(0, 1000, 6) == [0, 200, 400, 600, 800, 1000]
+    t = nice_ticks(0, 12345, 5)
+    assert t[0] == 0 and t[-1] <= 12345 and len(t) <= 6
+    ticks, labels = log_ticks(-2.0, 1.0, 10)
+    assert labels[0] == "0.01" and labels[-1] == "10" and all(-2 <= v <= 1 for v in ticks)
+    ticks, labels = log_ticks(0.1, 0.4, 5)  # less than a decade: 1,2,5 multiples
+    assert len(ticks) >= 2
+
+
+def test_control_text_is_the_documented_format():
+    assert format_control("lr", 1e-3) == "lr 1.00e-03"
+    assert format_control("reg", 2.5e4) == "λ 2.50e+04"
+    assert format_control("batch_size", 256) == "batch 256"
+    assert format_control("batch_size", 49000, full=True) == "batch full"
+    assert format_control("loss", "softmax") == "loss softmax"
+    assert format_control("optimizer", "sgd") == "opt sgd"
+
+
+class PlotApp(App[None]):
+    """Just the plots and the log, to feed them hand-made histories."""
+
+    def compose(self) -> ComposeResult:
+        yield LossPlot(id="loss")
+        yield AccuracyPlot(id="acc")
+        yield ControlsPanel(id="controls")
+        yield EventLog(id="log")
+
+
+def nasty_history() -> History:
+    h = History()
+    loss = np.linspace(2.3, 0.5, 2000)
+    loss[[100, 700]] = [np.nan, np.inf]
+    loss[1500:] = -1.0  # impossible but must not crash a log axis
+    h.append_steps(loss, np.zeros_like(loss))
+    h.append_eval(Evaluation(0, 0.1, 0.1, np.nan, 2.3))
+    h.append_eval(Evaluation(1000, 0.5, 0.4, np.inf, 1.0))
+    h.append_event(Event(500, "control", "lr", 0.2, 0.1, "lr 1.00e-01 → 2.00e-01"))
+    h.append_event(Event(700, "alarm", "nonfinite", np.inf, None, "loss inf at step 700"))
+    return h
+
+
+@pytest.mark.parametrize("log_scale", [False, True])
+async def test_plots_survive_nan_inf_and_negative_values(log_scale):
+    app = PlotApp()
+    async with app.run_test(size=(100, 40)) as pilot:
+        snap = nasty_history().snapshot()
+        loss, acc = app.query_one(LossPlot), app.query_one(AccuracyPlot)
+        loss.update_data(snap, log_scale=log_scale, smoothing=0.99)
+        acc.update_data(snap)
+        await pilot.pause()
+        assert loss.builds >= 1 and acc.builds >= 1
+        text = loss.render().plain
+        assert "loss" in text and "┤" in text  # axes were drawn
+        log = app.query_one(EventLog)
+        log.sync(snap)
+        assert any("ALARM nonfinite" in line for line in log.plain_lines)
+
+
+async def test_a_clean_frame_does_not_rebuild_the_plot():
+    app = PlotApp()
+    async with app.run_test(size=(100, 40)) as pilot:
+        plot = app.query_one(LossPlot)
+        plot.update_data(nasty_history().snapshot(), log_scale=False, smoothing=0.9)
+        await pilot.pause()
+        builds = plot.builds
+        for _ in range(3):
+            plot.refresh()
+            await pilot.pause()
+        assert plot.builds == builds
+        await pilot.resize_terminal(90, 30)
+        await pilot.pause()
+        assert plot.builds == builds + 1
+
+
+def test_the_event_log_rebuilds_when_history_shrinks():
+    h = nasty_history()
+    log = EventLog()
+    log.sync(h.snapshot())
+    n = len(log.plain_lines)
+    h.truncate(600)  # replay seeking back: the alarm at 700 is gone
+    log.sync(h.snapshot())
+    assert len(log.plain_lines) < n
+    assert not any("ALARM" in line for line in log.plain_lines)
+
+
+def test_minmax_summary_keeps_spikes_and_costs_no_more_than_its_buckets():
+    from tui.widgets.loss_plot import MinMaxSummary
+
+    rng = np.random.default_rng(2)
+    y = rng.normal(1.0, 0.1, 300_001)
+    y[123_457] = 1e6  # a one-step spike
+    y[200_000] = -5.0
+    y[50] = np.nan
+    summary = MinMaxSummary()
+    for n in (10, 5000, 100_000, 300_001):  # grows in chunks
+        summary.update(y[:n])
+    assert summary.lo.shape[0] <= MinMaxSummary.MAX_BUCKETS
+    xs, ys = summary.decimated(y, 80)
+    assert len(xs) <= 160 and np.all(np.diff(xs) >= 0)
+    assert np.nanmax(ys) == 1e6 and np.nanmin(ys) == -5.0
+    assert abs(xs[np.nanargmax(ys)] - 123_457) <= len(y) / 80  # within its column
+    summary.update(y[:1000])  # shorter: starts over
+    assert summary.n <= 1000

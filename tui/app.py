@@ -1,0 +1,213 @@
+"""The descent dashboard application.
+
+``DescentApp(make_session)`` shows a loading screen while ``make_session(progress)`` runs
+in a thread worker (dataset, kernel compilation, trainer and recorder), then the live or
+replay dashboard. A live trainer runs in a second thread worker; the UI only reads its
+History on a timer and steers it through ``session.send`` (a queue), so training never
+waits for the screen. Quitting sets the stop event, waits for the worker, closes the
+session (which closes the recording) and returns exit status 0. A loader that fails
+shows its one-line message; leaving that screen returns 2.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import App
+from textual.binding import Binding
+from textual.worker import Worker, WorkerState
+
+from tui.messages import LoadProgress
+from tui.screens.dashboard import Dashboard, LiveDashboard
+from tui.screens.error import ErrorScreen
+from tui.screens.loading import LoadingScreen
+
+Session = Any
+"""A live ``engine.trainer.Trainer`` or a replay ``engine.replay.Replayer``."""
+MakeSession = Callable[[Callable[[float, str], None]], Session]
+"""Builds the session; may take seconds; reports through ``progress(fraction, message)``."""
+EXIT_OK, EXIT_BAD_INPUT, EXIT_FAILED = 0, 2, 1
+"""Exit statuses: success, bad input (the loader refused), training crashed."""
+JOIN_SECONDS = 5.0
+"""How long quitting waits for the training loop to return."""
+
+
+class _Either:
+    """``is_set()`` of any of several events (the trainer only calls ``is_set``)."""
+
+    def __init__(self, *events: threading.Event) -> None:
+        self.events = events
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line: its message's first line, or its type's name."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+class DescentApp(App[int]):
+    """The dashboard; ``run()`` returns the exit status."""
+
+    CSS_PATH = Path(__file__).with_name("app.tcss")
+    TITLE = "descent"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS = [
+        Binding("q", "quit", "quit"),
+        Binding("ctrl+c", "quit", "quit", key_display="ctrl+c", priority=True),
+    ]
+
+    def __init__(self, make_session: MakeSession, *, title: str = "descent",
+                 frozen_clock: bool = False) -> None:
+        """
+        Args:
+            make_session: builds the session in a worker thread (see module docstring).
+            title: shown on the loading screen.
+            frozen_clock: draw elapsed time and speed as fixed text (snapshot tests).
+        """
+        super().__init__()
+        self._make_session = make_session
+        self.title_text = title
+        """Shown on the loading screen."""
+        self.frozen_clock = frozen_clock
+        """Clock-dependent text is fixed, so a screenshot is deterministic."""
+        self.session: Session | None = None
+        """The session, once loaded."""
+        self.stop_event = threading.Event()
+        """Set on quit; the training worker's loop checks it between chunks."""
+        self.train_worker: Worker[Any] | None = None
+        """The worker running ``session.run`` (live sessions only)."""
+        self.run_done = threading.Event()
+        """Set when ``session.run`` has returned (the training loop is over)."""
+        self.error_message = ""
+        """The one-line error shown, if any (tests read it)."""
+        self._quitting = False
+        self._closed = False
+
+    # -- start --------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        self.push_screen(LoadingScreen(self.title_text))
+        self.load_session()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="loading")
+    def load_session(self) -> Session:
+        """Run the (slow) session factory off the UI thread."""
+        session = self._make_session(self._progress)
+        if self._quitting:  # the user left while we were loading
+            _close(session)
+            return None
+        return session
+
+    def _progress(self, fraction: float, message: str) -> None:
+        """Called on the loader thread: post, never block."""
+        self.post_message(LoadProgress(float(fraction), str(message)))
+
+    @on(LoadProgress)
+    def _show_progress(self, event: LoadProgress) -> None:
+        if isinstance(self.screen, LoadingScreen):
+            self.screen.set_progress(event.fraction, event.text)
+
+    def _start(self, session: Session) -> None:
+        self.session = session
+        kind = getattr(session, "kind", "live")
+        if kind == "replay":
+            from tui.screens.replay import ReplayDashboard
+
+            self.switch_screen(ReplayDashboard(session, frozen_clock=self.frozen_clock))
+        else:
+            self.switch_screen(LiveDashboard(session, frozen_clock=self.frozen_clock))
+            self.train_worker = self.train(session)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="training")
+    def train(self, session: Session) -> Any:
+        """The training loop, until quit (stop event or worker cancellation) or --steps."""
+        from textual.worker import get_current_worker
+
+        worker = get_current_worker()
+        try:
+            return session.run(_Either(self.stop_event, worker.cancelled_event))
+        finally:
+            self.run_done.set()
+
+    @on(Worker.StateChanged)
+    def _worker_changed(self, event: Worker.StateChanged) -> None:
+        worker, state = event.worker, event.state
+        if worker.group == "loading":
+            if state == WorkerState.SUCCESS and worker.result is not None:
+                self._start(worker.result)
+            elif state == WorkerState.ERROR and worker.error is not None:
+                self.fail(one_line(worker.error), EXIT_BAD_INPUT)
+        elif worker.group == "training" and state == WorkerState.ERROR:
+            if worker.error is not None and not self._quitting:
+                self.fail(f"training stopped: {one_line(worker.error)}", EXIT_FAILED)
+
+    def fail(self, message: str, exit_code: int) -> None:
+        """Show ``message``; leaving that screen exits with ``exit_code``."""
+        self.error_message = message
+        self.stop_event.set()
+        self.switch_screen(ErrorScreen(message, exit_code))
+
+    # -- stop ---------------------------------------------------------------------------
+    def action_quit(self) -> None:
+        """q / ctrl+c: stop the worker, close the session (and its recording), exit 0."""
+        code = self.screen.exit_code if isinstance(self.screen, ErrorScreen) else EXIT_OK
+        self.shutdown(code)
+
+    def shutdown(self, code: int) -> None:
+        """Set the stop event, wait for the training loop to return, close, exit.
+
+        The loop checks the event between chunks (a chunk is ~20 ms; a paused trainer
+        wakes every 50 ms), so the short blocking wait here is bounded by JOIN_SECONDS.
+        """
+        if self._quitting:
+            return
+        self._quitting = True
+        self.stop_event.set()
+        if self.train_worker is not None and not self.run_done.wait(JOIN_SECONDS):
+            self.error_message = "the training thread did not stop in time"
+            code = code or EXIT_FAILED
+        if self.close_session() != EXIT_OK and code == EXIT_OK:
+            code = EXIT_FAILED
+        self.exit(code, return_code=code)
+
+    def close_session(self) -> int:
+        """Close the session once; returns EXIT_OK, or EXIT_FAILED if closing failed."""
+        if self._closed or self.session is None:
+            return EXIT_OK
+        self._closed = True
+        try:
+            _close(self.session)
+        except Exception as e:  # noqa: BLE001 - say it, never a traceback
+            self.error_message = f"closing the session failed: {one_line(e)}"
+            return EXIT_FAILED
+        return EXIT_OK
+
+    @property
+    def dashboard(self) -> Dashboard | None:
+        """The dashboard screen, if it is showing (tests use it)."""
+        for screen in self.screen_stack:
+            if isinstance(screen, Dashboard):
+                return screen
+        return None
+
+
+def _close(session: Session) -> None:
+    close = getattr(session, "close", None)
+    if callable(close):
+        close()
+
+
+def run_app(app: DescentApp, **kwargs: Any) -> int:
+    """Run ``app`` and return its exit status (0 when it returned nothing)."""
+    result = app.run(**kwargs)
+    app.stop_event.set()
+    app.close_session()
+    if app.return_code not in (None, 0):
+        return int(app.return_code)
+    return EXIT_OK if result is None else int(result)

@@ -1,0 +1,44 @@
+"""The replay's "go to step" prompt: type a step number, Enter seeks, Escape cancels."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label
+
+
+class GotoScreen(ModalScreen[int | None]):
+    """Returns the step typed (an int within 0..total) or None when cancelled."""
+
+    BINDINGS = [Binding("escape", "cancel", "cancel")]
+
+    def __init__(self, total: int) -> None:
+        super().__init__()
+        self.total = total
+        """The last step the recording has."""
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="goto-box"):
+            yield Label(f"go to step (0–{self.total}):")
+            yield Input(id="goto-input", compact=True, type="integer")
+            yield Label("", id="goto-msg")
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        try:
+            step = int(event.value.strip())
+        except ValueError:
+            step = -1
+        if not 0 <= step <= self.total:
+            self.query_one("#goto-msg", Label).update(
+                f"{event.value!r} is not a step between 0 and {self.total}"
+            )
+            return
+        self.dismiss(step)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,282 @@
+"""The loss plot: per-step training loss, its smoothed curve, validation loss, markers.
+
+The smoothed curve is a debiased exponential moving average (Adam-style bias correction,
+so the first values are not dragged towards 0), kept incrementally: each frame only the
+steps added since the last frame are folded in. Curves are decimated to the plot width
+keeping each column's min and max (:func:`engine.history.decimate`), so a frame costs the
+same at step 100 and at step 10**7. NaN, ±inf and (on the log axis) values <= 0 are
+skipped, never drawn and never fatal.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from engine.history import Snapshot, decimate
+from tui.widgets.plot_base import (
+    CachedPlot,
+    finite_points,
+    format_tick,
+    log_ticks,
+    set_step_axis,
+)
+
+SMOOTHING_LEVELS = (0.0, 0.6, 0.9, 0.97, 0.99, 0.995, 0.999)
+"""EMA factors the ``s`` / ``S`` keys step through (0 = no smoothing)."""
+DEFAULT_SMOOTHING = 0.99
+"""EMA factor at start: per-step minibatch loss is noisy, 0.99 averages ~100 steps."""
+_EXP_LIMIT = 460.0
+"""ln(1e200): the blocked EMA keeps beta**-k below 1e200 so sums never overflow."""
+_CLIP = 1e30
+"""Values beyond this are clipped before smoothing (a diverged loss of 1e38 stays huge)."""
+MARKER_COLORS = {"control": "yellow", "rescue": "green", "alarm": "red"}
+"""Vertical marker colour per event kind."""
+
+
+def ema_extend(
+    x: np.ndarray, beta: float, ema: float, count: int
+) -> tuple[np.ndarray, float, int]:
+    """Fold new values into a debiased EMA; non-finite values are skipped.
+
+    ``e_t = beta * e_{t-1} + (1 - beta) * x_t`` over the finite values, reported as
+    ``e_t / (1 - beta**t)``. Vectorized in blocks short enough that ``beta**-k`` stays finite.
+
+    Args:
+        x: new values, shape (n,).
+        beta: smoothing factor in [0, 1).
+        ema: the raw (biased) EMA before ``x``.
+        count: finite values folded in before ``x``.
+
+    Returns:
+        (smoothed, ema, count): the debiased EMA after each value, shape (n,) (NaN until
+        the first finite value), and the state after the last value.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[0]
+    out = np.empty(n, dtype=np.float64)
+    if n == 0:
+        return out, ema, count
+    with np.errstate(all="ignore"):
+        valid = np.isfinite(x)
+        xv = np.where(valid, np.clip(x, -_CLIP, _CLIP), 0.0)
+        if beta <= 0.0:
+            # no smoothing: the last finite value, carried over non-finite ones
+            idx = np.where(valid, np.arange(n), -1)
+            np.maximum.accumulate(idx, out=idx)
+            prev = ema if count > 0 else np.nan
+            out[:] = np.where(idx >= 0, xv[np.maximum(idx, 0)], prev)
+            last = out[-1]
+            return out, (float(last) if count + int(valid.sum()) > 0 else ema), count + int(
+                valid.sum()
+            )
+        lnb = math.log(beta)
+        block = max(1, int(_EXP_LIMIT / -lnb))
+        for s in range(0, n, block):
+            vb = valid[s : s + block]
+            c = np.cumsum(vb)
+            acc = np.cumsum(np.exp(-c * lnb) * xv[s : s + block]) * (1.0 - beta)
+            e = np.exp(c * lnb) * (ema + acc)
+            total = count + c
+            out[s : s + block] = np.where(total > 0, e / -np.expm1(total * lnb), np.nan)
+            ema, count = float(e[-1]), int(total[-1])
+    return out, ema, count
+
+
+class SmoothedCurve:
+    """The debiased EMA of a growing series, updated incrementally."""
+
+    def __init__(self, beta: float) -> None:
+        self.beta = beta
+        """The smoothing factor in [0, 1)."""
+        self._buf = np.empty(0, dtype=np.float64)
+        self._n = 0
+        self._ema = 0.0
+        self._count = 0
+        self._last_x: float | None = None
+        self.restarts = 0
+        """Times the curve was recomputed from the start (summaries built on it reset)."""
+
+    def set_beta(self, beta: float) -> None:
+        """Change the factor; the curve is recomputed at the next update."""
+        if beta != self.beta:
+            self.beta = beta
+            self._n = 0
+
+    def update(self, x: np.ndarray) -> np.ndarray:
+        """Follow the series ``x`` (the whole history so far); return the smoothed curve.
+
+        Only the values after the last update are processed, unless the series got
+        shorter or changed under us (replay seeking back): then it restarts.
+        """
+        n = x.shape[0]
+        if n < self._n or (
+            self._n and not _same(float(x[self._n - 1]), self._last_x)
+        ):
+            self._n = 0
+        if self._n == 0:
+            self._ema, self._count = 0.0, 0
+            self.restarts += 1
+        if n > self._n:
+            new, self._ema, self._count = ema_extend(x[self._n :], self.beta, self._ema,
+                                                     self._count)
+            if n > self._buf.shape[0]:
+                grown = np.empty(max(n, 2 * self._buf.shape[0], 1024), dtype=np.float64)
+                grown[: self._n] = self._buf[: self._n]
+                self._buf = grown
+            self._buf[self._n : n] = new
+            self._n = n
+            self._last_x = float(x[n - 1])
+        return self._buf[: self._n]
+
+
+class MinMaxSummary:
+    """Per-bucket min and max of a growing series, so decimating costs O(buckets), not O(n).
+
+    Buckets hold ``size`` consecutive steps; when there are more than ``MAX_BUCKETS`` the
+    bucket size doubles (pairs merge). Only complete buckets are summarized; the few
+    values after the last complete bucket are read raw. A spike survives every merge.
+    """
+
+    MAX_BUCKETS = 4096
+    """Upper bound on stored buckets (twice any plot's width)."""
+
+    def __init__(self) -> None:
+        self.size = 1
+        """Steps per bucket (a power of two)."""
+        self.lo = np.empty(0)
+        self.hi = np.empty(0)
+        self.n = 0
+        """Steps summarized (a multiple of ``size``)."""
+
+    def reset(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+    def update(self, y: np.ndarray) -> None:
+        """Fold in the complete buckets of ``y`` (the whole series so far) not seen yet."""
+        if y.shape[0] < self.n:
+            self.reset()
+        end = self.n + (y.shape[0] - self.n) // self.size * self.size
+        if end > self.n:
+            lo, hi = _bucket_minmax(y[self.n : end], self.size)
+            self.lo = np.concatenate((self.lo, lo))
+            self.hi = np.concatenate((self.hi, hi))
+            self.n = end
+        while self.lo.shape[0] > self.MAX_BUCKETS:
+            m = self.lo.shape[0] // 2 * 2
+            self.lo = _pair(np.fmin, self.lo[:m])
+            self.hi = _pair(np.fmax, self.hi[:m])
+            self.size *= 2
+            self.n = m // 2 * self.size
+
+    def decimated(self, y: np.ndarray, columns: int) -> tuple[np.ndarray, np.ndarray]:
+        """Like ``decimate(arange(len(y)), y, columns)``, from the buckets plus the tail."""
+        n = y.shape[0]
+        if n <= 2 * columns or self.size == 1:
+            return decimate(np.arange(n, dtype=np.float64), y, columns)
+        starts = np.arange(self.lo.shape[0], dtype=np.float64) * self.size
+        xs = np.concatenate((np.repeat(starts, 2) + np.tile([0, self.size - 1], starts.size),
+                             np.arange(self.n, n, dtype=np.float64)))
+        inter = np.empty(2 * self.lo.shape[0])
+        inter[0::2], inter[1::2] = self.lo, self.hi
+        ys = np.concatenate((inter, y[self.n :]))
+        return decimate(xs, ys, columns)
+
+
+def _bucket_minmax(y: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Min and max (NaN-ignoring; NaN when a bucket has no number) of buckets of ``size``."""
+    b = np.asarray(y, dtype=np.float64).reshape(-1, size)
+    with np.errstate(all="ignore"):
+        lo = np.where(np.isnan(b), np.inf, b).min(axis=1)
+        hi = np.where(np.isnan(b), -np.inf, b).max(axis=1)
+    empty = np.isposinf(lo) & np.isneginf(hi)
+    return np.where(empty, np.nan, lo), np.where(empty, np.nan, hi)
+
+
+def _pair(f: np.ufunc, a: np.ndarray) -> np.ndarray:
+    return f(a[0::2], a[1::2])
+
+
+def _same(a: float, b: float | None) -> bool:
+    return b is not None and (a == b or (math.isnan(a) and math.isnan(b)))
+
+
+class LossPlot(CachedPlot):
+    """Training loss per step (grey), its EMA (cyan), validation loss (magenta dots)."""
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:  # noqa: A002
+        super().__init__(id=id, classes=classes)
+        self.smoother = SmoothedCurve(DEFAULT_SMOOTHING)
+        """Incremental EMA of the training loss."""
+        self.log_scale = False
+        """Plot log10 of the loss (values <= 0 are skipped)."""
+        self._snap: Snapshot | None = None
+        self._smoothed = np.empty(0)
+        self._raw_summary = MinMaxSummary()
+        self._smooth_summary = MinMaxSummary()
+
+    def update_data(self, snap: Snapshot, *, log_scale: bool, smoothing: float) -> None:
+        """Take a new history snapshot (called by the dashboard's timer when it changed)."""
+        self._snap = snap
+        self.log_scale = log_scale
+        restarts = self.smoother.restarts
+        self.smoother.set_beta(smoothing)
+        self._smoothed = self.smoother.update(snap.loss)
+        if self.smoother.restarts != restarts:
+            self._smooth_summary.reset()
+        self._raw_summary.update(snap.loss)
+        self._smooth_summary.update(self._smoothed)
+        self.mark_dirty()
+
+    def draw(self, width: int, height: int) -> None:
+        plt = self.plt
+        s = self._snap
+        scale = " · log" if self.log_scale else ""
+        beta = self.smoother.beta
+        if s is None or s.steps == 0:
+            plt.title(f"loss{scale} — waiting for the first steps")
+            return
+        cols = max(1, width - 9)
+        all_y: list[np.ndarray] = []
+        xs, ys = finite_points(*self._raw_summary.decimated(s.loss, cols), log=self.log_scale)
+        if xs.size:
+            plt.plot(xs.tolist(), ys.tolist(), marker="braille", color="gray")
+            all_y.append(ys)
+        if beta > 0:
+            xe, ye = finite_points(*self._smooth_summary.decimated(self._smoothed, cols),
+                                   log=self.log_scale)
+            if xe.size:
+                plt.plot(xe.tolist(), ye.tolist(), marker="braille", color="cyan")
+                all_y.append(ye)
+        xv, yv = finite_points(s.eval_step, s.val_loss, log=self.log_scale)
+        if xv.size:
+            plt.scatter(xv.tolist(), yv.tolist(), marker="•", color="magenta")
+            all_y.append(yv)
+        right = max(1, s.steps - 1)
+        for ev in s.events:
+            color = MARKER_COLORS.get(ev.kind)
+            if color is not None and 0 <= ev.step <= right:
+                plt.vline(ev.step, color)
+        set_step_axis(plt, right, width)
+        if self.log_scale and all_y:
+            y = np.concatenate(all_y)
+            ticks, labels = log_ticks(float(y.min()), float(y.max()), max(2, (height - 3) // 3))
+            if ticks:
+                plt.yticks(ticks, labels)
+        plt.title(self._title(s, scale, beta))
+
+    def _title(self, s: Snapshot, scale: str, beta: float) -> str:
+        parts = [f"loss {_num(s.loss[-1])}"]
+        if beta > 0:
+            parts.append(f"smoothed {_num(self._smoothed[-1])}")
+        if s.val_loss.size:
+            parts.append(f"val {_num(s.val_loss[-1])}")
+        return " · ".join(parts) + scale
+
+
+def _num(v: float) -> str:
+    v = float(v)
+    if not math.isfinite(v):
+        return str(v)
+    return format_tick(v) if abs(v) >= 1e4 or (v != 0 and abs(v) < 1e-3) else f"{v:.4g}"

@@ -1,0 +1,169 @@
+"""A PlotextPlot that draws only when its data or size changed, plus axis helpers.
+
+textual-plotext rebuilds the whole plotext figure on every ``render()``; Textual calls
+``render()`` whenever anything asks the widget to repaint (a resize, a screen on top,
+a refresh of a neighbour). :class:`CachedPlot` keeps the last built text and rebuilds it
+only when :meth:`mark_dirty` was called or the size or theme changed, so the cost of a
+frame is paid once per data change, never per repaint.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+from rich.text import Text
+from textual.app import RenderResult
+from textual_plotext import PlotextPlot
+
+MIN_PLOT_WIDTH = 12
+"""Below this many columns a plot draws a one-line note instead of axes."""
+MIN_PLOT_HEIGHT = 4
+"""Below this many rows a plot draws a one-line note instead of axes."""
+
+
+class CachedPlot(PlotextPlot):
+    """A plotext plot whose subclasses implement :meth:`draw`, called only when dirty."""
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:  # noqa: A002
+        super().__init__(id=id, classes=classes)
+        self._generation = 0
+        """Bumped by :meth:`mark_dirty`; part of the cache key."""
+        self._cache_key: tuple[object, ...] | None = None
+        self._cached: RenderResult = Text("")
+        self.last_build_ms = 0.0
+        """Wall time of the last rebuild in milliseconds (for the redraw-cost measurement)."""
+        self.builds = 0
+        """Number of rebuilds so far (tests use it to prove that clean frames are free)."""
+
+    def mark_dirty(self) -> None:
+        """Ask for a rebuild at the next repaint."""
+        self._generation += 1
+        self.refresh()
+
+    def draw(self, width: int, height: int) -> None:
+        """Add this plot's data to ``self.plt`` (already cleared). Override."""
+
+    def render(self) -> RenderResult:
+        width, height = self.size.width, self.size.height
+        key = (width, height, self._generation, self.app.theme, self.theme)
+        if key == self._cache_key:
+            return self._cached
+        t0 = time.perf_counter()
+        if width < MIN_PLOT_WIDTH or height < MIN_PLOT_HEIGHT:
+            self._cached = Text("(too small to plot)", style="dim")
+        else:
+            plt = self.plt
+            plt.clear_figure()
+            self.draw(width, height)
+            self._cached = super().render()
+        self._cache_key = key
+        self.builds += 1
+        self.last_build_ms = (time.perf_counter() - t0) * 1000
+        return self._cached
+
+
+def finite_points(x: np.ndarray, y: np.ndarray, log: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the points a plot can draw: finite y, and y > 0 on a log axis (then log10 y).
+
+    Args:
+        x: positions, shape (n,).
+        y: values, shape (n,); may hold NaN, ±inf and (on a log axis) values <= 0.
+
+    Returns:
+        (x, y) of the drawable points, y already in log10 units when ``log``.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        keep = np.isfinite(y)
+        if log:
+            keep &= y > 0
+            return x[keep], np.log10(y[keep])
+        # plotext computes ranges in float64; keep it away from overflow
+        keep &= np.abs(y) < 1e300
+    return x[keep], y[keep]
+
+
+def log_ticks(lo: float, hi: float, max_ticks: int) -> tuple[list[float], list[str]]:
+    """Tick positions (in log10 units) and labels for a log axis spanning [lo, hi].
+
+    Args:
+        lo: lowest log10 value shown.
+        hi: highest log10 value shown.
+        max_ticks: at most this many ticks (about one per three rows).
+
+    Returns:
+        (positions, labels), e.g. ([0, 1], ["1", "10"]).
+    """
+    max_ticks = max(2, max_ticks)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return [], []
+    if hi - lo < 1e-12:
+        lo, hi = lo - 0.5, hi + 0.5
+    for mults in ((1,), (1, 3), (1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9)):
+        ticks = [
+            math.log10(m) + d
+            for d in range(math.floor(lo) - 1, math.ceil(hi) + 1)
+            for m in mults
+            if lo <= math.log10(m) + d <= hi
+        ]
+        if len(ticks) >= 3 or mults[-1] == 9:
+            break
+    step = max(1, math.ceil(len(ticks) / max_ticks))
+    ticks = ticks[::step]
+    if len(ticks) < 2:
+        ticks = [lo, hi]
+    return ticks, [format_tick(10.0**t) for t in ticks]
+
+
+def format_tick(v: float) -> str:
+    """A short axis label: 0.02, 1.5, 300, 2e+04."""
+    if v == 0:
+        return "0"
+    a = abs(v)
+    if 1e-3 <= a < 1e4:
+        return f"{v:.3g}"
+    return f"{v:.0e}"
+
+
+def nice_ticks(lo: float, hi: float, max_ticks: int) -> list[float]:
+    """Round tick positions (1, 2 or 5 × 10^k apart) covering [lo, hi], at most ``max_ticks``.
+
+    Args:
+        lo: axis start.
+        hi: axis end (> lo).
+        max_ticks: upper bound on the number of ticks (>= 2).
+    """
+    span = hi - lo
+    if not (math.isfinite(span) and span > 0):
+        return [lo]
+    max_ticks = max(2, max_ticks)
+    raw = span / (max_ticks - 1)
+    mag = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step) * step
+    ticks = []
+    t = first
+    while t <= hi + 1e-9 * span and len(ticks) < max_ticks + 1:
+        ticks.append(t)
+        t += step
+    return ticks
+
+
+def set_step_axis(plt: object, right: float, width: int) -> None:
+    """x axis from 0 to ``right`` with whole-step ticks (10k, 20k … for long runs)."""
+    ticks = nice_ticks(0.0, right, max(2, width // 12))
+    plt.xlim(0, right)  # type: ignore[attr-defined]
+    plt.xticks(ticks, [format_step(t) for t in ticks])  # type: ignore[attr-defined]
+
+
+def format_step(v: float) -> str:
+    """A step count for an axis: 500, 12k, 1.5M."""
+    v = float(v)
+    if abs(v) < 10_000:
+        return f"{v:.0f}"
+    if abs(v) < 1e6:
+        return f"{v / 1e3:g}k"
+    return f"{v / 1e6:g}M"
