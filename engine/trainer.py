@@ -421,6 +421,16 @@ class Trainer:
             self._finished = True
             self._emit(Event(self.step, "finish", "finish", detail=why))
 
+    def evaluate_test(self) -> dict[str, float] | None:
+        """Loss and accuracy of the current W on the held-out test set, if the dataset has
+        one. Never called during training: the test set is only evaluated when asked."""
+        X, y = self.dataset.X_test, self.dataset.y_test
+        if X is None or y is None or len(y) == 0:
+            return None
+        loss, acc = kernels.evaluate(X, y, self.W, float(self.config.reg or 0.0),
+                                     LOSS_KINDS[self.config.loss])
+        return {"test_loss": float(loss), "test_acc": float(acc)}
+
     # -- the end -----------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         """The numbers DESIGN.md promises in ``--json`` (and the recording's last line)."""

@@ -341,7 +341,8 @@ def run_fork(args: Any, overrides: dict[str, Any]) -> int:
                                     headless=True)
     except VerifyInputError as e:
         raise cli.UsageError(str(e)) from None
-    return cli.run_headless(trainer, recorder, json_out=args.json)
+    return cli.run_headless(trainer, recorder, json_out=args.json,
+                            eval_test=getattr(args, "eval_test", False))
 
 
 def _fork_path(directory: Path, stem: str, at: int) -> Path:

@@ -85,3 +85,14 @@ def test_help_lists_every_subcommand():
     assert r.returncode == 0
     for sub in ("train", "replay", "verify", "fork", "gradcheck", "bench"):
         assert sub in r.stdout
+
+
+def test_eval_test_reports_the_held_out_test_set_only_when_asked():
+    base = ("train", "--headless", "--steps", "50", "--json", "--data", "synthetic:1200",
+            "--no-record")
+    plain = json.loads(descent(*base).stdout)
+    assert "test_acc" not in plain
+    r = descent(*base, "--eval-test")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert 0.0 <= out["test_acc"] <= 1.0 and out["test_loss"] > 0

@@ -8,17 +8,21 @@ after an intended change of the layout, and look at the SVGs before committing t
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from engine.config import Config
 from engine.history import Event
+from engine.replay import Replayer
 from engine.trainer import Trainer
 from tui.app import DescentApp
 from tui.screens.dashboard import LiveDashboard
+from tui.screens.replay import ReplayDashboard
 
 STEPS = 600
+EXAMPLE = Path(__file__).resolve().parent.parent / "recordings" / "example.jsonl"
 
 
 def finished_app(ds: Any) -> DescentApp:
@@ -55,3 +59,25 @@ def test_help_snapshot(snap_compare, blobs):
         await pilot.pause()
 
     assert snap_compare(finished_app(blobs), terminal_size=(80, 24), run_before=help_open)
+
+
+def test_replay_of_the_example_snapshot(snap_compare):
+    """The shipped example recording, paused just after its alarm and rescue."""
+
+    def make_session(progress: Any) -> Replayer:
+        r = Replayer(EXAMPLE)
+        r.send("pause")
+        r.seek(1500)
+        return r
+
+    async def drawn(pilot: Any) -> None:
+        for _ in range(500):
+            if isinstance(pilot.app.screen, ReplayDashboard):
+                break
+            await pilot.pause(0.02)
+        assert isinstance(pilot.app.screen, ReplayDashboard)
+        for _ in range(3):
+            await pilot.pause()
+
+    app = DescentApp(make_session, frozen_clock=True)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=drawn)

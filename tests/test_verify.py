@@ -195,7 +195,6 @@ def test_chunking_does_not_change_numbers_after_a_rescue(blobs, monkeypatch):
     assert same.all(), f"first differing step {int(np.flatnonzero(~same)[0])}"
 
 
-@pytest.mark.skipif(not EXAMPLE.exists(), reason="example recording not made yet")
 def test_example_verifies():
     res = verify(EXAMPLE)
     assert res.identical, res.message

@@ -96,6 +96,9 @@ def _add_train_options(p: argparse.ArgumentParser, *, fork: bool = False) -> Non
                    help="no dashboard: progress on stderr, summary on stdout")
     r.add_argument("--json", action="store_true",
                    help="with --headless: print exactly one JSON object on stdout at the end")
+    r.add_argument("--eval-test", action="store_true",
+                   help="with --headless: also evaluate the final W on the held-out test set "
+                        "(test_loss, test_acc in the summary)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -325,14 +328,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     if args.json and not args.headless:
         raise UsageError("--json needs --headless")
+    if args.eval_test and not args.headless:
+        raise UsageError("--eval-test needs --headless")
     if not args.headless:
         return _run_dashboard(lambda progress: _make_live_session(args, config, progress))
     dataset = load_data(config.data, config.num_val, _loading_progress())
     trainer, recorder = build_trainer(config, dataset, _record_path(args, config.loss))
-    return run_headless(trainer, recorder, json_out=args.json)
+    return run_headless(trainer, recorder, json_out=args.json, eval_test=args.eval_test)
 
 
-def run_headless(trainer: Any, recorder: Any, *, json_out: bool) -> int:
+def run_headless(trainer: Any, recorder: Any, *, json_out: bool, eval_test: bool = False
+                 ) -> int:
     """Run a trainer to its end in this thread; print the summary; return the exit status."""
     progress = _Progress(trainer.config.steps)
     status = EXIT_OK
@@ -353,6 +359,11 @@ def run_headless(trainer: Any, recorder: Any, *, json_out: bool) -> int:
         summary["recording"] = str(recorder.path)
         if getattr(recorder, "error", None):
             print(f"descent: recording incomplete: {recorder.error}", file=sys.stderr)
+    if eval_test:
+        test = trainer.evaluate_test()
+        if test is None:
+            print(f"descent: {trainer.dataset.spec} has no test set", file=sys.stderr)
+        summary = {**summary, **(test or {"test_loss": None, "test_acc": None})}
     if summary["diverged"] and status == EXIT_OK:
         alarm = trainer.alarm
         print(f"descent: diverged at step {alarm.step}: {alarm.detail} "
