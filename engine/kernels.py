@@ -12,12 +12,13 @@ How a step runs (``sgd_steps``, ``gd_steps``, ``loss_and_grad``):
 - The B rows of a step are split into ``NPART`` fixed, contiguous parts, each with its own
   gradient accumulator. The partition depends only on B and NPART, never on the number of
   threads that run it (``numba.set_num_threads(1)`` gives the same bits).
-- Each part reads each of its rows from memory once (the next 4 rows are prefetched while
-  the current 4 are scored): scores of 4 rows x 5 classes per pass over D, each row's loss
-  term and its gradient coefficients g (C values, already divided by B), then, for every 8
-  rows with a nonzero g, ``acc += xᵀg`` (8 rows x 5 classes per pass) while those rows are
-  still in cache. No ``X[idx]`` copy is made; an SVM row with every margin met costs no
-  gradient pass.
+- Each part reads each of its rows from memory once: scores of 4 rows x 5 classes per
+  pass over D, each row's loss term and its gradient coefficients g (C values, already
+  divided by B), then, for every 8 rows with a nonzero g, ``acc += xᵀg`` (8 rows x 5
+  classes per pass) while those rows are still in cache. No ``X[idx]`` copy is made; an
+  SVM row with every margin met costs no gradient pass. There is no software prefetch:
+  the hardware prefetchers follow each row, and hundreds of prefetch hints per block of
+  rows stalled the core (measured 20-40% slower on this 2-core Xeon).
 - A second parallel pass sums the NPART accumulators in fixed order, adds ``2·reg·W`` and
   applies ``W -= lr · dW`` over fixed slices of W. Results are therefore bit-for-bit
   deterministic (same inputs, same machine), independent of thread scheduling and of how
@@ -37,8 +38,8 @@ Threads: kernels are ``parallel=True`` and release the GIL. The threading layer 
 import: 'threadsafe' (TBB or OpenMP, both safe for calls from several Python threads at
 once) when one is available, otherwise Numba's 'workqueue' layer behind a lock, since that
 layer must not be entered from two threads at the same time. ``THREADING_LAYER`` says which.
-The thread count is automatic (all threads, or 1 on an oversubscribed machine, see
-:func:`set_threads`) and never changes the results.
+The thread count is automatic (whichever of 1 thread or all threads the recent calls
+measured faster, see :func:`set_threads`) and never changes the results.
 """
 
 from __future__ import annotations
@@ -50,10 +51,7 @@ import time
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit, prange
 
 SVM = 0
 """Loss kind of the multiclass SVM (hinge, delta = 1)."""
@@ -94,17 +92,84 @@ _LOCK = threading.Lock()
 
 
 _THREADS: int | None = None
-_LOAD_CHECK = [0.0, 0]  # [time of the last load-average check, thread count chosen then]
+
+PROBE_EVERY = 16
+"""Automatic threads: after this many calls of one kind of work on the current choice, one
+call tries the other choice (1 thread vs all); the back-off doubles while it keeps losing,
+up to PROBE_MAX calls."""
+PROBE_MAX = 256
+SWITCH_RATIO = 1.5
+"""Between probes, leave the current choice when it gets this much slower per unit of work
+(smoothed over the recent calls) than the other choice's last measurement."""
+
+
+class _ThreadChooser:
+    """Picks 1 thread or all threads for one kind of work from measured speed.
+
+    Every step synchronises the threads, so on an oversubscribed machine a thread waiting
+    for a descheduled partner loses a scheduler slice per step and 2 threads can be many
+    times slower than 1. The load average reacts in minutes; this reacts in a few calls: it
+    keeps a recent seconds-per-unit estimate of each choice, uses the faster one and
+    re-tries the other now and then. Results never depend on it (see NPART).
+    """
+
+    def __init__(self) -> None:
+        self.rate: dict[int, float] = {}  # threads -> recent seconds per unit of work
+        self.current = 0  # threads of the current choice (0: not chosen yet)
+        self.since_probe = 0  # calls on the current choice since the last probe
+        self.backoff = PROBE_EVERY  # calls between probes
+
+    def pick(self, limit: int) -> int:
+        """Threads for the next call (limit: the most threads available)."""
+        if limit <= 1:
+            return 1
+        if self.current not in (1, limit):
+            self.current = limit
+            self.rate.clear()
+        other = 1 if self.current == limit else limit
+        if other not in self.rate or self.since_probe >= self.backoff:
+            return other
+        return self.current
+
+    def record(self, threads: int, seconds: float, units: float) -> None:
+        """Report a call's wall time for `units` of work (e.g. rows) run on `threads`."""
+        per_unit = seconds / max(units, 1.0)
+        probe = threads != self.current
+        old = self.rate.get(threads)
+        # A probe replaces the other choice's stale estimate; the current one is smoothed.
+        self.rate[threads] = per_unit if old is None or probe else 0.5 * old + 0.5 * per_unit
+        if probe:
+            self.since_probe = 0
+        else:
+            self.since_probe += 1
+        other = next((t for t in self.rate if t != self.current), None)
+        if self.current not in self.rate or other is None:
+            return
+        cur, alt = self.rate[self.current], self.rate[other]
+        # A probe that wins switches; otherwise switch early only on a clear collapse seen
+        # in two calls in a row (one slow call is often just a thread waking up).
+        collapse = self.since_probe >= 2 and alt * SWITCH_RATIO < cur
+        if alt < cur if probe else collapse:
+            self.current = other
+            self.backoff = PROBE_EVERY
+            self.since_probe = 0
+        elif probe:
+            self.backoff = min(PROBE_MAX, 2 * self.backoff)
+
+
+_CHOOSERS: dict[tuple[str, int, int], _ThreadChooser] = {}
+"""Choosers by (kind of work, bit length of rows per step, bit length of rows per call): a
+short call pays the threads' wake-up, a long one mostly their per-step synchronisation."""
 
 
 def set_threads(n: int | None) -> None:
     """Threads the kernels use: n >= 1 fixes it; None (default) chooses automatically.
 
-    Automatic: all of NUMBA_NUM_THREADS while the machine's 1-minute load average stays
-    below cores + 0.5, else 1. Every step synchronizes its threads twice, so on an
-    oversubscribed machine a thread that waits for a descheduled partner loses a whole
-    scheduler slice per step (measured here: 20-50x slower than one thread). The thread
-    count never changes the results (see NPART).
+    Automatic: for each kind of work (kernel, batch size and call size classes) the kernels
+    time their calls and use whichever of 1 thread or all NUMBA_NUM_THREADS threads is
+    currently faster, trying the other now and then (see :class:`_ThreadChooser`); on a
+    quiet machine that is all threads for steps, on an oversubscribed one usually 1. The
+    thread count never changes the results (see NPART).
     """
     global _THREADS
     if n is not None and n < 1:
@@ -112,30 +177,37 @@ def set_threads(n: int | None) -> None:
     _THREADS = n
 
 
-def threads_in_use() -> int:
-    """The number of threads the next kernel call will use."""
+def threads_in_use(kind: str = "steps", rows: int = 256, units: int = 256 * 64) -> int:
+    """Threads the next call of this kind (rows per step, rows per call) will use."""
     limit = numba.config.NUMBA_NUM_THREADS
     if _THREADS is not None:
         return max(1, min(_THREADS, limit))
-    now = time.monotonic()
-    if now - _LOAD_CHECK[0] > 1.0:
-        try:
-            busy = os.getloadavg()[0] >= (os.cpu_count() or 1) + 0.5
-        except OSError:
-            busy = False
-        _LOAD_CHECK[0], _LOAD_CHECK[1] = now, 1 if busy else limit
-    return _LOAD_CHECK[1]
+    chooser = _CHOOSERS.get((kind, int(rows).bit_length(), int(units).bit_length()))
+    if chooser is None:
+        return limit
+    return chooser.current or limit
 
 
 @contextlib.contextmanager
-def _guard():
-    """Around every parallel kernel call: the lock if the layer needs one, thread count."""
-    numba.set_num_threads(threads_in_use())
-    if _NEEDS_LOCK:
-        with _LOCK:
-            yield
+def _guard(kind: str, rows: int, units: float):
+    """Around every parallel kernel call: the lock if the layer needs one, thread count
+    (fixed, or chosen and timed for `units` of work when automatic)."""
+    limit = numba.config.NUMBA_NUM_THREADS
+    chooser = None
+    if _THREADS is not None:
+        threads = max(1, min(_THREADS, limit))
     else:
+        key = (kind, int(rows).bit_length(), int(units).bit_length())
+        chooser = _CHOOSERS.setdefault(key, _ThreadChooser())
+        threads = chooser.pick(limit)
+    numba.set_num_threads(threads)
+    lock = _LOCK if _NEEDS_LOCK else contextlib.nullcontext()
+    with lock:
+        start = time.perf_counter()
         yield
+        seconds = time.perf_counter() - start
+    if chooser is not None:
+        chooser.record(threads, seconds, units)
 
 
 def padded_dim(D: int) -> int:
@@ -145,36 +217,6 @@ def padded_dim(D: int) -> int:
 
 _JIT = dict(cache=True, nogil=True, fastmath=FASTMATH)
 _PJIT = dict(cache=True, nogil=True, fastmath=FASTMATH, parallel=True)
-
-
-@intrinsic
-def _prefetch(typingctx, arr, index):
-    """Hint the CPU to bring the cache line of arr[index] (1-D) into L1 (llvm.prefetch)."""
-    sig = types.void(arr, index)
-
-    def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]],
-                                       wraparound=False)
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch")
-        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
-                          ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@njit(**_JIT)
-def _prefetch_rows(X, rows, start, stop):
-    """Prefetch rows[start:stop] of X, one hint per 64-byte line."""
-    for r in range(start, min(stop, rows.shape[0])):
-        x = X[rows[r]]
-        for d in range(0, x.shape[0], 16):
-            _prefetch(x, d)
 
 
 # ----------------------------------------------------------------------------- row helpers
@@ -455,9 +497,7 @@ def _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, groups, loss_kind, scale, acc, 
     correct = 0
     keep_pred = pred.shape[0] > 0
     r = lo
-    _prefetch_rows(X, rows, lo, min(lo + 4, hi))
     while r < hi:
-        _prefetch_rows(X, rows, r + 4, min(r + 8, hi))
         if hi - r >= 4:
             _scores4(X, rows, r, Wt, DP, D, GC, S)
             nr = 4
@@ -568,8 +608,9 @@ def _steps(X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, update, out_dat
     """
     nparts = acc.shape[0]
     size = C * DP
-    part_loss = np.zeros((nparts, 1), dtype=np.float64)
-    part_sq = np.zeros(nparts, dtype=np.float64)
+    # One 64-byte line per part (8 float64) so the parts' running sums never share a line.
+    part_loss = np.zeros((nparts, 8), dtype=np.float64)
+    part_sq = np.zeros((nparts, 8), dtype=np.float64)
     no_pred = np.empty(0, dtype=np.int32)
     for s in range(n_steps):
         rows = idx[s % idx.shape[0]]
@@ -580,12 +621,12 @@ def _steps(X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, update, out_dat
             _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, 1, loss_kind, scale, acc[p], True,
                        no_pred, part_loss[p])
             klo, khi = _bounds(size, nparts, p)
-            part_sq[p] = _sumsq(Wt, klo, khi)
+            part_sq[p, 0] = _sumsq(Wt, klo, khi)
         data = 0.0
         sq = 0.0
         for p in range(nparts):
             data += part_loss[p, 0]
-            sq += part_sq[p]
+            sq += part_sq[p, 0]
         out_data[s] = data * scale
         out_reg[s] = reg * sq
         for p in prange(nparts):
@@ -597,19 +638,20 @@ def _steps(X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, update, out_dat
 def _forward(X, y, rows, Wt, DP, D, C, groups, loss_kind, nparts, pred, losses):
     """Mean data loss of each of `groups` W's on rows into losses; returns group 0's
     number of correct predictions (labels into pred when sized)."""
-    part_loss = np.zeros((nparts, groups), dtype=np.float64)
-    part_correct = np.zeros(nparts, dtype=np.int64)
+    # Padded to a 64-byte line per part (no false sharing between the parts' sums).
+    part_loss = np.zeros((nparts, groups + 8), dtype=np.float64)
+    part_correct = np.zeros((nparts, 8), dtype=np.int64)
     B = rows.shape[0]
     dummy = np.empty(0, dtype=np.float32)
     for p in prange(nparts):
         lo, hi = _bounds(B, nparts, p)
-        part_correct[p] = _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, groups, loss_kind,
+        part_correct[p, 0] = _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, groups, loss_kind,
                                      1.0, dummy, False, pred, part_loss[p])
     correct = 0
     for k in range(groups):
         losses[k] = 0.0
     for p in range(nparts):
-        correct += part_correct[p]
+        correct += part_correct[p, 0]
         for k in range(groups):
             losses[k] += part_loss[p, k]
     for k in range(groups):
@@ -672,7 +714,7 @@ def _run(X, y, idx, n_steps, W, lr, reg, loss_kind, update, out_data, out_reg, g
     # Contiguous float64 outputs keep to one compiled specialization.
     od = out_data if out_data.flags.c_contiguous else np.empty(n_steps)
     orr = out_reg if out_reg.flags.c_contiguous else np.empty(n_steps)
-    with _guard():
+    with _guard("steps", idx.shape[-1], n_steps * idx.shape[-1]):
         _steps(X, y, idx, n_steps, Wt, DP, D, C, float(lr), float(reg), int(loss_kind),
                bool(update), od, orr, acc, grad_out)
     if od is not out_data:
@@ -749,7 +791,7 @@ def _forward_call(X, y, rows, Ws, loss_kind, pred):
     DP = padded_dim(D)
     Wt = np.concatenate([_to_t(W, DP) for W in Ws]) if len(Ws) > 1 else _to_t(Ws[0], DP)
     losses = np.empty(len(Ws))
-    with _guard():
+    with _guard(f"forward{len(Ws)}", rows.shape[0], rows.shape[0]):
         correct = _forward(X, y, rows, Wt, DP, D, C, len(Ws), int(loss_kind), NPART, pred,
                            losses)
     return losses, correct

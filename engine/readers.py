@@ -385,8 +385,14 @@ from engine.data import load_dataset
 ds = load_dataset(sys.argv[1])
 s = time.perf_counter() - t
 ru = resource.getrusage(resource.RUSAGE_SELF)
+peak = ru.ru_maxrss / 1024  # inherits the parent's high-water mark across fork ...
+try:  # ... so prefer VmHWM, which starts afresh with this exec'd program
+    with open("/proc/self/status") as f:
+        peak = next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) / 1024
+except (OSError, StopIteration):
+    pass
 print(json.dumps({"seconds": s, "cpu_seconds": ru.ru_utime + ru.ru_stime,
-                  "peak_mb": ru.ru_maxrss / 1024, "num_train": ds.num_train}))
+                  "peak_mb": peak, "num_train": ds.num_train}))
 """
 
 

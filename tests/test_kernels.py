@@ -229,3 +229,44 @@ def test_thread_count_does_not_change_the_bits():
     assert np.array_equal(results[0], results[1])
     with pytest.raises(ValueError, match="at least 1"):
         kernels.set_threads(0)
+
+
+def test_thread_chooser_follows_the_measured_speed():
+    # Timings are fed in by hand: the rule, not the machine, is under test.
+    ch = kernels._ThreadChooser()
+    assert ch.pick(1) == 1
+    assert ch.pick(2) == 1  # the first call measures the other choice (1 thread)
+    ch.record(1, 1.0, 100)  # 10 ms per unit on 1 thread
+    assert ch.pick(2) == 2
+    ch.record(2, 0.5, 100)  # 5 ms per unit on 2 threads: stays on 2
+    for _ in range(kernels.PROBE_EVERY - 1):
+        assert ch.pick(2) == 2
+        ch.record(2, 0.5, 100)
+    assert ch.pick(2) == 1  # time for a probe of 1 thread ...
+    ch.record(1, 1.0, 100)  # ... which loses: back to 2, probing less often
+    assert ch.current == 2 and ch.backoff == 2 * kernels.PROBE_EVERY
+    ch.record(2, 20.0, 100)  # 2 threads collapse (an oversubscribed machine) ...
+    assert ch.current == 2  # ... one slow call is not enough ...
+    ch.record(2, 20.0, 100)  # ... two in a row are: switch to 1 thread
+    assert ch.current == 1 and ch.pick(2) == 1
+    for _ in range(kernels.PROBE_EVERY):
+        ch.record(1, 1.0, 100)
+    assert ch.pick(2) == 2  # later, 2 threads get another try
+    ch.record(2, 0.2, 100)  # the machine is quiet again: the probe wins
+    assert ch.current == 2
+
+
+def test_automatic_threads_give_the_same_bits_as_fixed():
+    X, y, W = _data()
+    idx = np.random.default_rng(12).integers(0, 500, (3, 64))
+    results = []
+    try:
+        for n in (None, 1, None, None):
+            kernels.set_threads(n)
+            Wn = W.copy()
+            kernels.sgd_steps(X, y, idx, Wn, 1e-2, 0.1, kernels.SVM, np.empty(3), np.empty(3))
+            results.append(Wn)
+    finally:
+        kernels.set_threads(None)
+    for Wn in results[1:]:
+        assert np.array_equal(results[0], Wn)
