@@ -40,7 +40,8 @@ MAX_CHUNK = 1000
 EVAL_ROWS = 1000
 """Training rows in the fixed subsample used for training accuracy (CS231n uses 1000)."""
 MAX_AUTO_RESCUES = 3
-"""Automatic rescues in a row (no healthy snapshot in between) before the trainer pauses."""
+"""Automatic rescues in a row before the trainer pauses; the count starts again once a
+whole evaluation interval has passed healthy since the last rescue."""
 RATIO_PATIENCE = 3
 """Evaluations in a row with update/weight ratio above 0.1 before the warning (measured
 once per evaluation interval, on the step right after the evaluation)."""
@@ -109,6 +110,7 @@ class Trainer:
         self._stop_requested = False
         self._single_steps = 0
         self._auto_rescues = 0
+        self._last_rescue_step = -(10**18)
         self._run_seconds = 0.0
         self._last_eval_step = -1
         self._script = deque(sorted(
@@ -295,7 +297,8 @@ class Trainer:
             ob.on_eval(ev)
         if self.monitor.healthy and self.alarm is None and math.isfinite(train_loss):
             self._healthy = (self.step, self.W.copy())
-            self._auto_rescues = 0
+            if self.step >= self._last_rescue_step + self.config.eval_every:
+                self._auto_rescues = 0  # a whole healthy interval since the last rescue
         return ev
 
     def _check_divergence(self, start: int, losses: np.ndarray, ratio: float | None) -> None:
@@ -342,6 +345,7 @@ class Trainer:
         self.alarm = None
         self._held_by_alarm = False
         self.rescues += 1
+        self._last_rescue_step = self.step
         self._emit(Event(self.step, "rescue", "rescue", self.config.lr, old,
                          f"restored weights from step {step0}, lr {old:.2e} → "
                          f"{self.config.lr:.2e}"))

@@ -242,3 +242,16 @@ def test_steps_option_finishes_the_run(tiny):
 
 def test_chunks_stay_short(tiny):
     assert trainer_mod.CHUNK_SECONDS <= 0.05
+
+
+def test_repeated_divergence_rescues_up_to_the_limit_then_pauses(tiny):
+    t = make(tiny, seed=0, on_diverge="rescue")
+    run_steps(t, 200)
+    t.send("lr", t.config.lr * 1e8)  # so large that lr/10, /100, /1000 all diverge again
+    for _ in range(2000):
+        if t.run_chunk() == 0:
+            break
+    assert t.rescues == trainer_mod.MAX_AUTO_RESCUES
+    assert t.state is State.DIVERGED and t.run_chunk() == 0  # held: paused by the alarm
+    lrs = [e.value for e in t.history.snapshot().events if e.kind == "rescue"]
+    assert lrs == sorted(lrs, reverse=True) and len(set(lrs)) == len(lrs)
