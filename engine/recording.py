@@ -51,6 +51,17 @@ NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 _SAFE_STR = {math.inf: "inf", -math.inf: "-inf"}
 
 
+def unique_path(path: Path) -> Path:
+    """``path``, or ``stem-2.jsonl``, ``stem-3.jsonl``, ... if it exists: never overwrite."""
+    path = Path(path)
+    n = 1
+    candidate = path
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
+
+
 class RecordingError(ValueError):
     """A file is not a readable recording; the message is one line naming the line number."""
 

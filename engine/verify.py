@@ -20,7 +20,7 @@ import numpy as np
 
 from engine.config import Config, ConfigError
 from engine.history import Evaluation, Event
-from engine.recording import Recorder, Recording, RecordingError, load_recording
+from engine.recording import Recorder, Recording, RecordingError, load_recording, unique_path
 
 EXIT_SAME, EXIT_DIFFERENT, EXIT_INPUT = 0, 1, 2
 """verify's exit statuses: identical (or within tolerance), different, missing input."""
@@ -322,7 +322,7 @@ def run_fork(args: Any, overrides: dict[str, Any]) -> int:
             record = Path(args.record).expanduser()
         else:
             stem = Path(args.file).stem
-            record = _fork_path(cli.RECORDINGS_DIR, stem, args.at)
+            record = unique_path(cli.RECORDINGS_DIR / f"{stem}_fork{args.at}.jsonl")
 
     def make(progress: Any = None) -> Any:
         try:
@@ -343,12 +343,3 @@ def run_fork(args: Any, overrides: dict[str, Any]) -> int:
         raise cli.UsageError(str(e)) from None
     return cli.run_headless(trainer, recorder, json_out=args.json,
                             eval_test=getattr(args, "eval_test", False))
-
-
-def _fork_path(directory: Path, stem: str, at: int) -> Path:
-    path = directory / f"{stem}_fork{at}.jsonl"
-    n = 1
-    while path.exists():
-        n += 1
-        path = directory / f"{stem}_fork{at}-{n}.jsonl"
-    return path

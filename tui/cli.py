@@ -199,13 +199,10 @@ def _record_path(args: argparse.Namespace, loss: str) -> Path | None:
         return None
     if args.record:
         return Path(args.record).expanduser()
+    from engine.recording import unique_path
+
     stamp = datetime.now().strftime("%Y-%m-%dT%H-%M-%S")
-    path = RECORDINGS_DIR / f"{stamp}_{loss}.jsonl"
-    n = 1
-    while path.exists():
-        n += 1
-        path = RECORDINGS_DIR / f"{stamp}_{loss}-{n}.jsonl"
-    return path
+    return unique_path(RECORDINGS_DIR / f"{stamp}_{loss}.jsonl")
 
 
 def load_data(spec: str, num_val: int | None, progress: Callable[[float, str], None] | None
