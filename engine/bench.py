@@ -171,6 +171,7 @@ def machine_line() -> str:
     import numba
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    layer: str
     try:
         layer = numba.threading_layer()
     except ValueError:

@@ -85,7 +85,7 @@ class _Column:
     __slots__ = ("buf", "n")
 
     def __init__(self, dtype: type = np.float64) -> None:
-        self.buf = np.empty(_INITIAL_CAPACITY, dtype=dtype)
+        self.buf: np.ndarray = np.empty(_INITIAL_CAPACITY, dtype=dtype)
         self.n = 0
 
     def extend(self, values: np.ndarray | list[float] | float) -> None:

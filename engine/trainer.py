@@ -118,6 +118,7 @@ class Trainer:
         ))
         self._scripted = script is not None
         x, y = dataset.X_train, dataset.y_train
+        assert self.config.init_scale is not None  # resolved() filled it
         self.W = optim.init_weights(self._rng, x.shape[1], dataset.num_classes,
                                     self.config.init_scale)
         self._healthy = (0, self.W.copy())
@@ -384,7 +385,9 @@ class Trainer:
                 self.monitor.rearm()
             self._emit(Event(self.step, "control", name, value, old, _describe(name, old, value)))
         elif name == "reset":
-            self.W[...] = optim.init_weights(self._rng, *self.W.shape, c.init_scale)
+            assert c.init_scale is not None
+            D, C = self.W.shape
+            self.W[...] = optim.init_weights(self._rng, D, C, c.init_scale)
             self.monitor.rearm()
             self.alarm = None
             self._held_by_alarm = False

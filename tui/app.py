@@ -154,7 +154,7 @@ class DescentApp(App[int]):
         self.switch_screen(ErrorScreen(message, exit_code))
 
     # -- stop ---------------------------------------------------------------------------
-    def action_quit(self) -> None:
+    def action_quit(self) -> None:  # type: ignore[override]  # sync is fine for Textual
         """q / ctrl+c: stop the worker, close the session (and its recording), exit 0."""
         code = self.screen.exit_code if isinstance(self.screen, ErrorScreen) else EXIT_OK
         self.shutdown(code)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from textual.timer import Timer
 from textual.widgets import Static
 
 
@@ -14,7 +15,7 @@ class KeyHints(Static):
         """The default text: the keys."""
         self.current = hints
         """What is shown now (tests read it)."""
-        self._timer = None
+        self._timer: Timer | None = None
 
     def note(self, text: str, seconds: float = 4.0) -> None:
         """Show ``text`` instead of the hints for ``seconds``."""

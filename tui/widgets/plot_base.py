@@ -144,7 +144,7 @@ def nice_ticks(lo: float, hi: float, max_ticks: int) -> list[float]:
     mag = 10.0 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
     first = math.ceil(lo / step) * step
-    ticks = []
+    ticks: list[float] = []
     t = first
     while t <= hi + 1e-9 * span and len(ticks) < max_ticks + 1:
         ticks.append(t)
