@@ -288,10 +288,17 @@ class Recorder:
 
     def _writer(self) -> None:
         done = False
+        last = time.monotonic()
         while not done:
             items = []
             try:
                 items.append(self._queue.get(timeout=FLUSH_INTERVAL))
+                # Batch by time, not by item: waking for every chunk (~50 a second) would
+                # pre-empt a kernel thread each time, and each step's threads wait for each
+                # other. So sleep out the rest of the interval, then write it all at once.
+                rest = FLUSH_INTERVAL - (time.monotonic() - last)
+                if items[0] is not None and rest > 0:
+                    time.sleep(rest)
                 while True:
                     items.append(self._queue.get_nowait())
             except queue.Empty:
@@ -305,6 +312,7 @@ class Recorder:
                 lines, n = self._serialize(items)
                 self._file.write("".join(lines))
                 self._file.flush()
+                last = time.monotonic()
                 self.steps_written += n
             except (OSError, ValueError) as e:
                 self._fail(e)
