@@ -37,12 +37,12 @@ def finished_app(ds: Any) -> DescentApp:
     return DescentApp(make_session, frozen_clock=True)
 
 
-async def until_drawn(pilot: Any) -> None:
+async def until_drawn(pilot: Any, screen: type = LiveDashboard) -> None:
     for _ in range(3000):  # at most 60 s: the first run may load compiled kernels
-        if isinstance(pilot.app.screen, LiveDashboard):
+        if isinstance(pilot.app.screen, screen):
             break
         await pilot.pause(0.02)
-    assert isinstance(pilot.app.screen, LiveDashboard)
+    assert isinstance(pilot.app.screen, screen)
     for _ in range(3):
         await pilot.pause()
 
@@ -71,13 +71,7 @@ def test_replay_of_the_example_snapshot(snap_compare):
         return r
 
     async def drawn(pilot: Any) -> None:
-        for _ in range(500):
-            if isinstance(pilot.app.screen, ReplayDashboard):
-                break
-            await pilot.pause(0.02)
-        assert isinstance(pilot.app.screen, ReplayDashboard)
-        for _ in range(3):
-            await pilot.pause()
+        await until_drawn(pilot, ReplayDashboard)
 
     app = DescentApp(make_session, frozen_clock=True)
     assert snap_compare(app, terminal_size=(80, 24), run_before=drawn)
