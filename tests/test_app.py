@@ -8,6 +8,7 @@ how fast anything runs.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -330,7 +331,8 @@ async def test_a_small_terminal_says_so_and_recovers_on_resize(blobs):
     async with app.run_test(size=(50, 12)) as pilot:
         screen = await started(pilot, app)
         msg = screen.query_one("#too-small")
-        assert msg.display and "need at least 60×16, have 50×12" in str(msg.content)
+        await wait_for(pilot, lambda: msg.display and "need at least 60×16, have 50×12"
+                       in str(msg.content), "the too-small message")
         assert not screen.query_one("#loss-plot").display or screen.has_class("-too-small")
         await pilot.resize_terminal(100, 30)
         await wait_for(pilot, lambda: not screen.has_class("-too-small"), "normal layout")
@@ -405,3 +407,26 @@ async def test_replay_keys_seek_and_jump_and_training_keys_are_inactive(recordin
         assert any("lr 1.00e-01 → 5.00e-02" in line for line in log), log
         await pilot.press("q")
     assert app.return_code == 0
+
+
+async def test_replay_of_a_fork_overlays_the_parent_curve(tmp_path):
+    from engine.replay import Replayer
+    from engine.verify import fork
+    from tui.screens.replay import ReplayDashboard
+    from tui.widgets.loss_plot import LossPlot
+
+    example = Path(__file__).resolve().parent.parent / "recordings" / "example.jsonl"
+    child = tmp_path / "fork.jsonl"
+    trainer, recorder, _ = fork(example, 500, {"lr": 1e-7, "steps": 100}, record=child,
+                                headless=True)
+    trainer.run()
+    trainer.close()
+    app = DescentApp(lambda progress: Replayer(child))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ReplayDashboard), "replay")
+        plot = app.screen.query_one("#loss-plot", LossPlot)
+        assert plot.parent_curve is not None and plot.parent_curve[0][0] == 500
+        await pilot.press("end")
+        await wait_for(pilot, lambda: "parent@500" in plot._title(
+            plot._snap, "", plot.smoother.beta) if plot._snap else False, "parent in title")
+        await pilot.press("q")

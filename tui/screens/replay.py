@@ -16,6 +16,7 @@ from engine.history import Snapshot
 from tui.screens.dashboard import Dashboard
 from tui.screens.goto import GotoScreen
 from tui.widgets.alarm_banner import AlarmBanner
+from tui.widgets.loss_plot import LossPlot
 
 
 def format_speed(speed: float | None) -> str:
@@ -58,6 +59,13 @@ class ReplayDashboard(Dashboard):
     def __init__(self, session: Any, *, frozen_clock: bool = False) -> None:
         super().__init__(session, frozen_clock=frozen_clock)
         self._last_tick: float | None = None
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        parent = self.session.parent_history() if hasattr(self.session, "parent_history") else None
+        if parent is not None:
+            history, fork_step = parent
+            self.query_one("#loss-plot", LossPlot).set_parent(history.snapshot().loss, fork_step)
 
     def advance(self) -> None:
         """Advance playback by the wall time since the previous tick."""

@@ -203,7 +203,8 @@ def _same(a: float, b: float | None) -> bool:
 
 
 class LossPlot(CachedPlot):
-    """Training loss per step (grey), its EMA (cyan), validation loss (magenta dots)."""
+    """Training loss per step (grey), its EMA (cyan), validation loss (magenta dots), and
+    for the replay of a fork the parent's smoothed loss after the fork step (orange)."""
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:  # noqa: A002
         super().__init__(id=id, classes=classes)
@@ -215,6 +216,16 @@ class LossPlot(CachedPlot):
         self._smoothed = np.empty(0)
         self._raw_summary = MinMaxSummary()
         self._smooth_summary = MinMaxSummary()
+        self.parent_curve: tuple[np.ndarray, np.ndarray] | None = None
+        """A fork's parent run after the fork step: (steps, smoothed loss), drawn in orange."""
+
+    def set_parent(self, loss: np.ndarray, fork_step: int) -> None:
+        """Overlay the parent run's smoothed loss from ``fork_step`` on (replay of a fork)."""
+        smoothed, _, _ = ema_extend(np.asarray(loss, dtype=np.float64), DEFAULT_SMOOTHING,
+                                    0.0, 0)
+        steps = np.arange(smoothed.shape[0], dtype=np.float64)
+        self.parent_curve = (steps[fork_step:], smoothed[fork_step:])
+        self.mark_dirty()
 
     def update_data(self, snap: Snapshot, *, log_scale: bool, smoothing: float) -> None:
         """Take a new history snapshot (called by the dashboard's timer when it changed)."""
@@ -249,11 +260,18 @@ class LossPlot(CachedPlot):
             if xe.size:
                 plt.plot(xe.tolist(), ye.tolist(), marker="braille", color="cyan")
                 all_y.append(ye)
+        right = max(1, s.steps - 1)
+        if self.parent_curve is not None:
+            px, py = self.parent_curve
+            shown = px <= right  # the parent as far as the fork has got
+            xp, yp = finite_points(*decimate(px[shown], py[shown], cols), log=self.log_scale)
+            if xp.size:
+                plt.plot(xp.tolist(), yp.tolist(), marker="braille", color="orange")
+                all_y.append(yp)
         xv, yv = finite_points(s.eval_step, s.val_loss, log=self.log_scale)
         if xv.size:
             plt.scatter(xv.tolist(), yv.tolist(), marker="•", color="magenta")
             all_y.append(yv)
-        right = max(1, s.steps - 1)
         for ev in s.events:
             color = MARKER_COLORS.get(ev.kind)
             if color is not None and 0 <= ev.step <= right:
@@ -272,6 +290,8 @@ class LossPlot(CachedPlot):
             parts.append(f"smoothed {_num(self._smoothed[-1])}")
         if s.val_loss.size:
             parts.append(f"val {_num(s.val_loss[-1])}")
+        if self.parent_curve is not None and self.parent_curve[0].size:
+            parts.append(f"parent@{int(self.parent_curve[0][0])}")
         return " · ".join(parts) + scale
 
 
