@@ -105,6 +105,8 @@ class Trainer:
         self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._paused = False
+        self._held_by_alarm = False  # paused by an alarm (on-diverge pause) until resumed
+        self._last_step_seconds = 0.0  # wall time per step in the last chunk (0: none yet)
         self._finished = False
         self._closed = False
         self._stop_requested = False
@@ -250,8 +252,8 @@ class Trainer:
         return MAX_CHUNK
 
     def _chunk_size(self) -> int:
-        per_step = getattr(self, "_last_step_seconds", None)
-        if per_step is None or per_step <= 0:
+        per_step = self._last_step_seconds
+        if per_step <= 0:
             return 1 if self.full_batch else 8
         return max(1, min(MAX_CHUNK, int(CHUNK_SECONDS / per_step)))
 
@@ -332,8 +334,6 @@ class Trainer:
             self._emit(Event(self.step, "pause", "diverged", detail=f"paused: {alarm.detail}"))
         elif action == "stop":
             self._finish(f"diverged: {alarm.detail}")
-
-    _held_by_alarm = False
 
     def _rescue(self) -> None:
         """Restore the last healthy weights, divide lr by 10, clear the alarm."""

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
-
-# Tests never write recordings into the repository's recordings/ by accident.
-os.environ.setdefault("DESCENT_TEST", "1")
 
 
 @pytest.fixture(scope="session")
