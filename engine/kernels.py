@@ -35,19 +35,25 @@ NaN and inf anywhere (W or X) never crash or hang a kernel: they flow into the l
 contributes no gradient) rather than reading outside W.
 
 Threads: kernels are ``parallel=True`` and release the GIL. The threading layer is chosen at
-import: 'threadsafe' (TBB or OpenMP, both safe for calls from several Python threads at
-once) when one is available, otherwise Numba's 'workqueue' layer behind a lock, since that
-layer must not be entered from two threads at the same time. ``THREADING_LAYER`` says which.
-The thread count is automatic (whichever of 1 thread or all threads the recent calls
-measured faster, see :func:`set_threads`) and never changes the results.
+import: 'threadsafe' (TBB or OpenMP) when one is available, otherwise Numba's 'workqueue'
+layer behind a lock. ``THREADING_LAYER`` says which. Every parallel call, from whichever
+Python thread, runs on one long-lived kernel thread (see :class:`_KernelThread`): GNU
+OpenMP keeps a separate team for each thread that starts parallel work, and as soon as
+two teams exist it counts more threads than cores and stops spinning at barriers, so every
+step then pays two futex wake-ups (measured: the dashboard's training ran at 0.7x of
+headless until this). The thread count is automatic (whichever of 1 thread or all threads
+the recent calls measured faster, see :func:`set_threads`) and never changes the results.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numba
 import numpy as np
@@ -188,26 +194,85 @@ def threads_in_use(kind: str = "steps", rows: int = 256, units: int = 256 * 64) 
     return chooser.current or limit
 
 
-@contextlib.contextmanager
-def _guard(kind: str, rows: int, units: float):
-    """Around every parallel kernel call: the lock if the layer needs one, thread count
-    (fixed, or chosen and timed for `units` of work when automatic)."""
-    limit = numba.config.NUMBA_NUM_THREADS
-    chooser = None
-    if _THREADS is not None:
-        threads = max(1, min(_THREADS, limit))
-    else:
-        key = (kind, int(rows).bit_length(), int(units).bit_length())
-        chooser = _CHOOSERS.setdefault(key, _ThreadChooser())
-        threads = chooser.pick(limit)
-    numba.set_num_threads(threads)
-    lock = _LOCK if _NEEDS_LOCK else contextlib.nullcontext()
-    with lock:
-        start = time.perf_counter()
-        yield
-        seconds = time.perf_counter() - start
-    if chooser is not None:
-        chooser.record(threads, seconds, units)
+class _KernelThread:
+    """The one thread on which every parallel kernel runs.
+
+    A caller on another thread queues the call and waits (its GIL released); the result or
+    the exception comes back to it. A signal (Ctrl-C) that arrives while it waits is raised
+    once the call has returned, exactly as if the kernel had run on the caller's thread, so
+    W is never left half-updated by a kernel still running behind an exception.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], list[Any], threading.Event]]
+        self._jobs = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run fn() on the kernel thread and return its result (or raise its exception)."""
+        if threading.current_thread() is self._thread:
+            return fn()
+        with self._start:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="descent-kernels",
+                                                daemon=True)
+                self._thread.start()
+        box: list[Any] = [None, None]
+        done = threading.Event()
+        self._jobs.put((fn, box, done))
+        pending: BaseException | None = None
+        while not done.is_set():
+            try:
+                done.wait()
+            except BaseException as e:  # noqa: BLE001 - re-raised below, after the call
+                pending = pending or e
+        if pending is not None:
+            raise pending
+        if box[1] is not None:
+            raise box[1]
+        return box[0]
+
+    def _loop(self) -> None:
+        while True:
+            fn, box, done = self._jobs.get()
+            try:
+                box[0] = fn()
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                box[1] = e
+            finally:
+                done.set()
+                del fn, box, done
+
+
+_KERNEL_THREAD = _KernelThread()
+
+
+def _parallel(kind: str, rows: int, units: float, kernel: Callable[..., Any],
+              *args: Any) -> Any:
+    """Run a parallel kernel on the kernel thread: the lock if the layer needs one, the
+    thread count (fixed, or chosen and timed for `units` of work when automatic)."""
+
+    def job() -> Any:
+        limit = numba.config.NUMBA_NUM_THREADS
+        chooser = None
+        if _THREADS is not None:
+            threads = max(1, min(_THREADS, limit))
+        else:
+            key = (kind, int(rows).bit_length(), int(units).bit_length())
+            chooser = _CHOOSERS.setdefault(key, _ThreadChooser())
+            threads = chooser.pick(limit)
+        numba.set_num_threads(threads)  # per thread in Numba: set it here, on this thread
+        lock = _LOCK if _NEEDS_LOCK else contextlib.nullcontext()
+        with lock:
+            start = time.perf_counter()
+            result = kernel(*args)
+            seconds = time.perf_counter() - start
+        if chooser is not None:
+            chooser.record(threads, seconds, units)
+        return result
+
+    return _KERNEL_THREAD.call(job)
 
 
 def padded_dim(D: int) -> int:
@@ -714,9 +779,9 @@ def _run(X, y, idx, n_steps, W, lr, reg, loss_kind, update, out_data, out_reg, g
     # Contiguous float64 outputs keep to one compiled specialization.
     od = out_data if out_data.flags.c_contiguous else np.empty(n_steps)
     orr = out_reg if out_reg.flags.c_contiguous else np.empty(n_steps)
-    with _guard("steps", idx.shape[-1], n_steps * idx.shape[-1]):
-        _steps(X, y, idx, n_steps, Wt, DP, D, C, float(lr), float(reg), int(loss_kind),
-               bool(update), od, orr, acc, grad_out)
+    _parallel("steps", idx.shape[-1], n_steps * idx.shape[-1], _steps,
+              X, y, idx, n_steps, Wt, DP, D, C, float(lr), float(reg), int(loss_kind),
+              bool(update), od, orr, acc, grad_out)
     if od is not out_data:
         out_data[:n_steps] = od[:n_steps]
     if orr is not out_reg:
@@ -791,9 +856,8 @@ def _forward_call(X, y, rows, Ws, loss_kind, pred):
     DP = padded_dim(D)
     Wt = np.concatenate([_to_t(W, DP) for W in Ws]) if len(Ws) > 1 else _to_t(Ws[0], DP)
     losses = np.empty(len(Ws))
-    with _guard(f"forward{len(Ws)}", rows.shape[0], rows.shape[0]):
-        correct = _forward(X, y, rows, Wt, DP, D, C, len(Ws), int(loss_kind), NPART, pred,
-                           losses)
+    correct = _parallel(f"forward{len(Ws)}", rows.shape[0], rows.shape[0], _forward,
+                        X, y, rows, Wt, DP, D, C, len(Ws), int(loss_kind), NPART, pred, losses)
     return losses, correct
 
 

@@ -270,3 +270,74 @@ def test_automatic_threads_give_the_same_bits_as_fixed():
         kernels.set_threads(None)
     for Wn in results[1:]:
         assert np.array_equal(results[0], Wn)
+
+
+def test_parallel_work_from_any_thread_runs_on_one_kernel_thread():
+    # One OpenMP team for the whole process: a second team makes GNU OpenMP stop spinning
+    # at barriers, and every step then pays two futex wake-ups.
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(
+        kernels._KERNEL_THREAD.call(threading.get_ident)))
+    worker.start()
+    worker.join()
+    seen.append(kernels._KERNEL_THREAD.call(threading.get_ident))
+    assert seen[0] == seen[1]
+    assert seen[0] not in (threading.get_ident(), worker.ident)
+    X, y, W = _data(seed=5)
+    idx = np.arange(40, dtype=np.int64)
+    losses = []
+    for _ in range(2):
+        t = threading.Thread(target=lambda: losses.append(
+            kernels.batch_loss(X, y, idx, W, kernels.SVM)))
+        t.start()
+        t.join()
+    assert losses[0] == losses[1] == kernels.batch_loss(X, y, idx, W, kernels.SVM)
+    assert [t.name for t in threading.enumerate()].count("descent-kernels") == 1
+
+
+def test_kernel_thread_hands_back_exceptions():
+    with pytest.raises(ZeroDivisionError):
+        kernels._KERNEL_THREAD.call(lambda: 1 / 0)
+    assert kernels._KERNEL_THREAD.call(lambda: 42) == 42  # still serving
+
+
+def test_interrupt_while_waiting_is_raised_after_the_call_returns():
+    import signal
+
+    class Interrupted(Exception):
+        pass
+
+    started, handled, checked, release = (threading.Event() for _ in range(4))
+    finished: list[bool] = []
+    at_raise: list[list[bool]] = []
+
+    def job():
+        started.set()
+        release.wait(10)
+        finished.append(True)
+        return 7
+
+    def handler(signum, frame):
+        handled.set()
+        raise Interrupted
+
+    def poke():
+        started.wait(10)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+        handled.wait(10)
+        # A caller that gave up at the signal records `finished` empty and sets `checked`;
+        # a correct one is still waiting, so this wait runs out and the job is let finish.
+        checked.wait(0.2)
+        release.set()
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    try:
+        threading.Thread(target=poke).start()
+        try:
+            kernels._KERNEL_THREAD.call(job)
+        except Interrupted:
+            at_raise.append(list(finished))
+            checked.set()
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    assert at_raise == [[True]]
