@@ -430,3 +430,29 @@ async def test_replay_of_a_fork_overlays_the_parent_curve(tmp_path):
         await wait_for(pilot, lambda: "parent@500" in plot._title(
             plot._snap, "", plot.smoother.beta) if plot._snap else False, "parent in title")
         await pilot.press("q")
+
+
+async def test_plots_follow_the_duty_cycle_but_a_new_marker_redraws_at_once(blobs, monkeypatch):
+    import tui.screens.dashboard as dashboard
+    from tui.widgets.loss_plot import LossPlot
+
+    # No time-based rebuilds at all: only markers (and view keys) may redraw the plots.
+    monkeypatch.setattr(dashboard, "PLOT_DUTY", 1e9)
+    monkeypatch.setattr(dashboard, "MAX_PLOT_INTERVAL", 1e9)
+    app, made = make_app(blobs, paused=False, lr=0.1, reg=0.001)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await started(pilot, app)
+        trainer = made[0]
+        plot = screen.query_one("#loss-plot", LossPlot)
+        await wait_for(pilot, lambda: plot.builds >= 1 and trainer.step > 0, "a first frame")
+        builds, step = plot.builds, trainer.step
+        status = screen.query_one("#status", StatusBar)
+        await wait_for(pilot, lambda: f"step {step}" not in status.plain
+                       and trainer.step > step + 100, "new steps on screen")
+        assert plot.builds == builds  # data changed, but the duty cycle holds the plot
+        await pilot.press("plus")
+        await wait_for(pilot, lambda: controls(trainer.history.snapshot().events, "lr"),
+                       "the lr control event")
+        await wait_for(pilot, lambda: plot.builds > builds, "the plot redrawn for the marker")
+        await pilot.press("q")
+    assert app.return_code == 0

@@ -41,16 +41,24 @@ from tui.widgets.controls import ControlsPanel, format_control
 from tui.widgets.editor import EDITABLE, ControlEditor
 from tui.widgets.event_log import EventLog
 from tui.widgets.key_hints import KeyHints
-from tui.widgets.loss_plot import DEFAULT_SMOOTHING, SMOOTHING_LEVELS, LossPlot
+from tui.widgets.loss_plot import (
+    DEFAULT_SMOOTHING,
+    MARKER_COLORS,
+    SMOOTHING_LEVELS,
+    LossPlot,
+)
 from tui.widgets.status_bar import StatusBar
 
 REFRESH_SECONDS = 0.1
 """The redraw timer's period (10 Hz)."""
-PLOT_DUTY = 20.0
-"""Plots are rebuilt at most every PLOT_DUTY × their build time, so building holds the GIL
-≤ 5% of the time (at 100×30 a build takes ~30 ms: about 1.7 redraws a second). Measured
-with ``descent bench`` on 2 cores: duty 10 kept 58–71% of headless speed, duty 30 70–82%;
-text (header, panel, log) still updates at 10 Hz."""
+PLOT_DUTY = 50.0
+"""Plots are rebuilt at most every PLOT_DUTY × their build time, so building them takes at
+most 2% of a core from training (at 100×30 both plots take ~25 ms: a redraw every ~1.3 s).
+Every UI millisecond costs training more than a millisecond: the two kernel threads meet
+at a barrier every step, so while the UI runs on one core the other waits. Measured on
+2 cores (median of 7 interleaved pairs): plots never rebuilt 0.89–0.92 of headless speed,
+duty 20 0.75–0.84, duty 50 0.93–0.95. Text (header, panel, log) still updates at 10 Hz,
+and a new marker (control, alarm, rescue) or a view key redraws the plots at once."""
 MAX_PLOT_INTERVAL = 2.0
 """…but at least every 2 s while data keeps changing."""
 MIN_WIDTH, MIN_HEIGHT = 60, 16
@@ -122,6 +130,7 @@ class Dashboard(Screen[None]):
         self._view_dirty = True
         self._alarms_seen = 0
         self._evals_seen = -1
+        self._marks_seen = 0
         self._started = time.monotonic()
 
     # -- layout ------------------------------------------------------------------------
@@ -175,7 +184,8 @@ class Dashboard(Screen[None]):
         Text (header, panel, log, banner) follows every change at once. The plots are
         rebuilt when their data or view changed, but no more often than PLOT_DUTY times
         their own build cost, so a slow terminal or a huge window can never keep
-        the UI thread (and the GIL) busy; a view key (g, s) redraws at once.
+        the UI thread (and the GIL) busy; a view key (g, s) or a new marker (control,
+        alarm, rescue) redraws them at once.
         """
         self.advance()
         s = self.session
@@ -192,7 +202,9 @@ class Dashboard(Screen[None]):
                 self.on_new_data(snap, state)
                 self.update_controls()
                 self._text_ms = (time.perf_counter() - t0) * 1000
-            self._update_plots(snap, key, force or self._view_dirty)
+            marks = sum(1 for e in snap.events if e.kind in MARKER_COLORS)
+            new_mark, self._marks_seen = marks != self._marks_seen, marks
+            self._update_plots(snap, key, force or self._view_dirty or new_mark)
             self._view_dirty = False
 
     def _update_plots(self, snap: Snapshot, key: tuple[object, ...], force: bool) -> None:

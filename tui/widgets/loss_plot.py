@@ -3,14 +3,15 @@
 The smoothed curve is a debiased exponential moving average (Adam-style bias correction,
 so the first values are not dragged towards 0), kept incrementally: each frame only the
 steps added since the last frame are folded in. Curves are decimated to the plot width
-keeping each column's min and max (:func:`engine.history.decimate`), so a frame costs the
-same at step 100 and at step 10**7. NaN, ±inf and (on the log axis) values <= 0 are
-skipped, never drawn and never fatal.
+keeping each column's min and max (:func:`engine.history.decimate`) and drawn as the lower
+and upper envelope, so a frame costs the same at step 100 and at step 10**7. NaN, ±inf
+and (on the log axis) values <= 0 are skipped, never drawn and never fatal.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -250,24 +251,18 @@ class LossPlot(CachedPlot):
             return
         cols = max(1, width - 9)
         all_y: list[np.ndarray] = []
-        xs, ys = finite_points(*self._raw_summary.decimated(s.loss, cols), log=self.log_scale)
-        if xs.size:
-            plt.plot(xs.tolist(), ys.tolist(), marker="braille", color="gray")
-            all_y.append(ys)
+        log = self.log_scale
+        all_y += _plot_envelope(plt, *self._raw_summary.decimated(s.loss, cols), cols, log,
+                                "gray")
         if beta > 0:
-            xe, ye = finite_points(*self._smooth_summary.decimated(self._smoothed, cols),
-                                   log=self.log_scale)
-            if xe.size:
-                plt.plot(xe.tolist(), ye.tolist(), marker="braille", color="cyan")
-                all_y.append(ye)
+            all_y += _plot_envelope(plt, *self._smooth_summary.decimated(self._smoothed, cols),
+                                    cols, log, "cyan")
         right = max(1, s.steps - 1)
         if self.parent_curve is not None:
             px, py = self.parent_curve
             shown = px <= right  # the parent as far as the fork has got
-            xp, yp = finite_points(*decimate(px[shown], py[shown], cols), log=self.log_scale)
-            if xp.size:
-                plt.plot(xp.tolist(), yp.tolist(), marker="braille", color="orange")
-                all_y.append(yp)
+            all_y += _plot_envelope(plt, *decimate(px[shown], py[shown], cols), cols, log,
+                                    "orange")
         xv, yv = finite_points(s.eval_step, s.val_loss, log=self.log_scale)
         if xv.size:
             plt.scatter(xv.tolist(), yv.tolist(), marker="•", color="magenta")
@@ -293,6 +288,31 @@ class LossPlot(CachedPlot):
         if self.parent_curve is not None and self.parent_curve[0].size:
             parts.append(f"parent@{int(self.parent_curve[0][0])}")
         return " · ".join(parts) + scale
+
+
+def _plot_envelope(plt: Any, x: np.ndarray, y: np.ndarray, columns: int, log: bool,
+                   color: str) -> list[np.ndarray]:
+    """Draw a decimated curve; return the y values drawn (for the log axis's ticks).
+
+    A curve decimated to its per-column min and max (``2 * columns`` points, a pair per
+    column) is drawn as two lines, its lower and upper envelope. Drawn as one line, every
+    column would hold a vertical stroke from min to max, which plotext rasterizes dot by
+    dot: at 100×30 that build took twice as long (43 vs 23 ms), at 200×60 nearly three
+    times (308 vs 111 ms), and the time is the UI thread's, taken from training.
+    """
+    if y.shape[0] == 2 * columns:
+        xm = (x[0::2] + x[1::2]) / 2
+        with np.errstate(all="ignore"):
+            curves = [(xm, np.fmin(y[0::2], y[1::2])), (xm, np.fmax(y[0::2], y[1::2]))]
+    else:
+        curves = [(x, y)]
+    drawn = []
+    for cx, cy in curves:
+        fx, fy = finite_points(cx, cy, log=log)
+        if fx.size:
+            plt.plot(fx.tolist(), fy.tolist(), marker="braille", color=color)
+            drawn.append(fy)
+    return drawn
 
 
 def _num(v: float) -> str:
