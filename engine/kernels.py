@@ -104,9 +104,16 @@ PROBE_EVERY = 16
 call tries the other choice (1 thread vs all); the back-off doubles while it keeps losing,
 up to PROBE_MAX calls."""
 PROBE_MAX = 256
+WINDOW = 5
+"""The current choice's speed is the median of its last WINDOW calls: a UI frame or another
+process that pre-empts one kernel thread for a few tens of milliseconds stalls the other at
+the next barrier too, and makes one or two calls look several times slower."""
 SWITCH_RATIO = 1.5
-"""Between probes, leave the current choice when it gets this much slower per unit of work
-(smoothed over the recent calls) than the other choice's last measurement."""
+"""Between probes, leave the current choice when its median gets this much slower per unit
+of work than the other choice's last measurement (a machine that became oversubscribed)."""
+PROBE_MARGIN = 1.2
+"""A probe wins (and the choice switches) only when it is this much faster than the current
+choice's median."""
 
 
 class _ThreadChooser:
@@ -116,11 +123,13 @@ class _ThreadChooser:
     for a descheduled partner loses a scheduler slice per step and 2 threads can be many
     times slower than 1. The load average reacts in minutes; this reacts in a few calls: it
     keeps a recent seconds-per-unit estimate of each choice, uses the faster one and
-    re-tries the other now and then. Results never depend on it (see NPART).
+    re-tries the other now and then. Short disturbances (the dashboard's own frames) must
+    not flip it, hence the median and the margins. Results never depend on it (see NPART).
     """
 
     def __init__(self) -> None:
         self.rate: dict[int, float] = {}  # threads -> recent seconds per unit of work
+        self.recent: list[float] = []  # the current choice's last WINDOW calls
         self.current = 0  # threads of the current choice (0: not chosen yet)
         self.since_probe = 0  # calls on the current choice since the last probe
         self.backoff = PROBE_EVERY  # calls between probes
@@ -130,37 +139,39 @@ class _ThreadChooser:
         if limit <= 1:
             return 1
         if self.current not in (1, limit):
-            self.current = limit
+            self._switch(limit)
             self.rate.clear()
         other = 1 if self.current == limit else limit
-        if other not in self.rate or self.since_probe >= self.backoff:
+        if self.current in self.rate and (other not in self.rate
+                                          or self.since_probe >= self.backoff):
             return other
         return self.current
 
     def record(self, threads: int, seconds: float, units: float) -> None:
         """Report a call's wall time for `units` of work (e.g. rows) run on `threads`."""
         per_unit = seconds / max(units, 1.0)
-        probe = threads != self.current
-        old = self.rate.get(threads)
-        # A probe replaces the other choice's stale estimate; the current one is smoothed.
-        self.rate[threads] = per_unit if old is None or probe else 0.5 * old + 0.5 * per_unit
-        if probe:
+        if threads != self.current:  # a probe of the other choice
+            self.rate[threads] = per_unit
             self.since_probe = 0
-        else:
-            self.since_probe += 1
-        other = next((t for t in self.rate if t != self.current), None)
-        if self.current not in self.rate or other is None:
+            cur = self.rate.get(self.current)
+            if cur is None or per_unit * PROBE_MARGIN < cur:
+                self._switch(threads, per_unit)
+            else:
+                self.backoff = min(PROBE_MAX, 2 * self.backoff)
             return
-        cur, alt = self.rate[self.current], self.rate[other]
-        # A probe that wins switches; otherwise switch early only on a clear collapse seen
-        # in two calls in a row (one slow call is often just a thread waking up).
-        collapse = self.since_probe >= 2 and alt * SWITCH_RATIO < cur
-        if alt < cur if probe else collapse:
-            self.current = other
-            self.backoff = PROBE_EVERY
-            self.since_probe = 0
-        elif probe:
-            self.backoff = min(PROBE_MAX, 2 * self.backoff)
+        self.recent = [*self.recent[-(WINDOW - 1):], per_unit]
+        self.since_probe += 1
+        cur = self.rate[threads] = float(np.median(self.recent))
+        other = next((t for t in self.rate if t != threads), None)
+        if (other is not None and len(self.recent) == WINDOW
+                and self.rate[other] * SWITCH_RATIO < cur):
+            self._switch(other)
+
+    def _switch(self, threads: int, first: float | None = None) -> None:
+        self.current = threads
+        self.recent = [] if first is None else [first]
+        self.backoff = PROBE_EVERY
+        self.since_probe = 0
 
 
 _CHOOSERS: dict[tuple[str, int, int], _ThreadChooser] = {}

@@ -235,20 +235,29 @@ def test_thread_chooser_follows_the_measured_speed():
     # Timings are fed in by hand: the rule, not the machine, is under test.
     ch = kernels._ThreadChooser()
     assert ch.pick(1) == 1
-    assert ch.pick(2) == 1  # the first call measures the other choice (1 thread)
-    ch.record(1, 1.0, 100)  # 10 ms per unit on 1 thread
-    assert ch.pick(2) == 2
-    ch.record(2, 0.5, 100)  # 5 ms per unit on 2 threads: stays on 2
-    for _ in range(kernels.PROBE_EVERY - 1):
+    assert ch.pick(2) == 2  # nothing measured yet: start with all threads
+    ch.record(2, 0.5, 100)  # 5 ms per unit on 2 threads
+    assert ch.current == 2
+    assert ch.pick(2) == 1  # then measure the other choice once
+    ch.record(1, 1.0, 100)  # 10 ms per unit on 1 thread: it loses, stay on 2
+    assert ch.current == 2 and ch.backoff == 2 * kernels.PROBE_EVERY
+    for _ in range(2 * kernels.PROBE_EVERY - 1):
         assert ch.pick(2) == 2
         ch.record(2, 0.5, 100)
+    # Dashboard frames: two calls in a row several times slower are not a collapse.
+    ch.record(2, 20.0, 100)
+    ch.record(2, 20.0, 100)
+    assert ch.current == 2
     assert ch.pick(2) == 1  # time for a probe of 1 thread ...
-    ch.record(1, 1.0, 100)  # ... which loses: back to 2, probing less often
-    assert ch.current == 2 and ch.backoff == 2 * kernels.PROBE_EVERY
-    ch.record(2, 20.0, 100)  # 2 threads collapse (an oversubscribed machine) ...
-    assert ch.current == 2  # ... one slow call is not enough ...
-    ch.record(2, 20.0, 100)  # ... two in a row are: switch to 1 thread
+    ch.record(1, 0.9, 100)  # ... slightly faster than 2 threads' median: not enough
+    assert ch.current == 2 and ch.backoff == 4 * kernels.PROBE_EVERY
+    # A machine that became oversubscribed: once most recent calls collapse, switch.
+    slow = 0
+    while ch.current == 2 and slow <= kernels.WINDOW:
+        ch.record(2, 20.0, 100)
+        slow += 1
     assert ch.current == 1 and ch.pick(2) == 1
+    assert 2 + slow > kernels.WINDOW // 2  # a majority of the window was slow
     for _ in range(kernels.PROBE_EVERY):
         ch.record(1, 1.0, 100)
     assert ch.pick(2) == 2  # later, 2 threads get another try

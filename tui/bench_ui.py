@@ -19,9 +19,9 @@ from typing import Any
 
 Row = tuple[str, str, str, str, str]
 
-SECONDS = 1.5
+SECONDS = 1.0
 """Length of one timed run."""
-REPEATS = 5
+REPEATS = 9
 """Pairs of timed runs (headless, dashboard)."""
 
 
