@@ -142,9 +142,8 @@ class _ThreadChooser:
             self._switch(limit)
             self.rate.clear()
         other = 1 if self.current == limit else limit
-        if self.current in self.rate and (other not in self.rate
-                                          or self.since_probe >= self.backoff):
-            return other
+        if other not in self.rate or self.since_probe >= self.backoff:
+            return other  # the very first call measures the other choice (1 thread)
         return self.current
 
     def record(self, threads: int, seconds: float, units: float) -> None:
@@ -154,7 +153,9 @@ class _ThreadChooser:
             self.rate[threads] = per_unit
             self.since_probe = 0
             cur = self.rate.get(self.current)
-            if cur is None or per_unit * PROBE_MARGIN < cur:
+            if cur is None:  # nothing to compare with yet: keep the default (all threads)
+                return
+            if per_unit * PROBE_MARGIN < cur:
                 self._switch(threads, per_unit)
             else:
                 self.backoff = min(PROBE_MAX, 2 * self.backoff)

@@ -235,11 +235,16 @@ def test_thread_chooser_follows_the_measured_speed():
     # Timings are fed in by hand: the rule, not the machine, is under test.
     ch = kernels._ThreadChooser()
     assert ch.pick(1) == 1
-    assert ch.pick(2) == 2  # nothing measured yet: start with all threads
+    assert ch.pick(2) == 1  # the first call measures the other choice (1 thread) ...
+    ch.record(1, 1.0, 100)  # 10 ms per unit on 1 thread
+    assert ch.current == 2 and ch.pick(2) == 2  # ... and the default stays: all threads
     ch.record(2, 0.5, 100)  # 5 ms per unit on 2 threads
     assert ch.current == 2
-    assert ch.pick(2) == 1  # then measure the other choice once
-    ch.record(1, 1.0, 100)  # 10 ms per unit on 1 thread: it loses, stay on 2
+    for _ in range(kernels.PROBE_EVERY - 1):
+        assert ch.pick(2) == 2
+        ch.record(2, 0.5, 100)
+    assert ch.pick(2) == 1  # time for a probe of 1 thread ...
+    ch.record(1, 1.0, 100)  # ... which loses: stay on 2, probing less often
     assert ch.current == 2 and ch.backoff == 2 * kernels.PROBE_EVERY
     for _ in range(2 * kernels.PROBE_EVERY - 1):
         assert ch.pick(2) == 2
