@@ -18,8 +18,11 @@ class AlarmBanner(Static):
         if message != self.message:
             self.message = message
             self.update(message)
-        self.display = True
+        if not self.display:
+            self.display = True
 
     def hide(self) -> None:
+        """Hide the banner (a no-op when hidden: the dashboard calls this every frame)."""
         self.message = ""
-        self.display = False
+        if self.display:
+            self.display = False
