@@ -3,7 +3,8 @@
 Workload: random CIFAR-shaped data, X (49000, 3073) float32 (bias column included), 10
 classes, batch rows sampled with replacement. Engine and reference are timed interleaved
 (A B A B ..., the median of REPEATS runs each, a short pause before each so one library's
-idle spinning threads do not slow the other), so a noisy neighbour hits both alike:
+idle spinning threads do not slow the other), so a noisy neighbour hits both alike; a ratio
+is the median of the rounds' ratios, since the machine's speed drifts between rounds:
 
 - SGD steps/s and samples/s for both losses and B in BATCHES, through ``optim.run_steps``
   as the trainer runs them (indices drawn per step, one kernel call per timed run, about
@@ -72,10 +73,16 @@ class Context:
     peak_gflops: float = 0.0
     """Measured sgemm peak of this machine, GFLOP/s."""
     notes: list[str] = field(default_factory=list)
+    ratio: float = float("nan")
+    """The last :meth:`timed` call's engine/reference ratio (median of the rounds')."""
+    rates: list[list[float]] = field(default_factory=list)
+    """The last :meth:`timed` call's rates, one list per function."""
 
     def timed(self, fns: list[Callable[[], int]]) -> list[float]:
         """Run fns interleaved (A B A B ...) `repeats` times; each returns how many units
-        it did. Returns the median units per second of each."""
+        it did. Returns the median units per second of each; ``ratio`` is then the median
+        over the rounds of fns[0]'s rate / fns[1]'s (robust to the machine's speed drifting
+        between rounds: a round's runs are close in time)."""
         rates: list[list[float]] = [[] for _ in fns]
         for _ in range(self.repeats):
             for k, fn in enumerate(fns):
@@ -83,7 +90,15 @@ class Context:
                 start = time.perf_counter()
                 units = fn()
                 rates[k].append(units / (time.perf_counter() - start))
+        self.rates = rates
+        if len(fns) > 1:
+            self.ratio = self.pair_ratio(0, 1)
         return [statistics.median(r) for r in rates]
+
+    def pair_ratio(self, i: int, j: int) -> float:
+        """Median over the last :meth:`timed` call's rounds of fns[i]'s rate / fns[j]'s."""
+        return statistics.median(a / b for a, b in zip(self.rates[i], self.rates[j],
+                                                       strict=True))
 
 
 _EXTRA: list[tuple[str, Callable[[Context], list[Row]]]] = []
@@ -249,7 +264,7 @@ def section_sgd(ctx: Context) -> list[Row]:
             eng, refr = ctx.timed([engine, ref])
             bound = ctx.peak_gflops * 1e9 / flops
             rows.append((f"sgd {name:7s} B={B:<5d}", f"{_fmt(eng)} steps/s",
-                         f"{_fmt(refr)} steps/s", f"{eng / refr:.2f}x",
+                         f"{_fmt(refr)} steps/s", f"{ctx.ratio:.2f}x",
                          f"{_fmt(eng * B)} samples/s, {100 * eng / bound:.0f}% of flop bound "
                          f"({_fmt(bound)} steps/s), {n_eng} steps per call"))
     return rows
@@ -279,8 +294,8 @@ def section_gd(ctx: Context) -> list[Row]:
         stream()
         eng, refr, st = ctx.timed([engine, ref, stream])
         rows.append((f"gd {name:8s} N={N_ROWS}", f"{1e3 / eng:.1f} ms/step",
-                     f"{1e3 / refr:.1f} ms/step", f"{eng / refr:.2f}x",
-                     f"{(1 / eng) / (1 / st):.2f}x the time to stream X once "
+                     f"{1e3 / refr:.1f} ms/step", f"{ctx.ratio:.2f}x",
+                     f"{ctx.pair_ratio(2, 0):.2f}x the time to stream X once "
                      f"({1e3 / st:.1f} ms, {X.nbytes * st / 1e9:.0f} GB/s sgemv)"))
     return rows
 
@@ -311,7 +326,7 @@ def section_random(ctx: Context) -> list[Row]:
     engine()
     eng, refr = ctx.timed([engine, ref])
     return [(f"random search B={B}", f"{_fmt(eng)} proposals/s", f"{_fmt(refr)} proposals/s",
-             f"{eng / refr:.2f}x", "2 loss evaluations per proposal, incl. drawing W")]
+             f"{ctx.ratio:.2f}x", "2 loss evaluations per proposal, incl. drawing W")]
 
 
 _COMPILE_SNIPPET = "import engine.kernels as k; print(k.warmup())"
