@@ -241,9 +241,10 @@ class Trainer:
         )
         if w_before is None:
             return None
-        with np.errstate(all="ignore"):
-            wn = float(np.linalg.norm(w_before))
-            return float(np.linalg.norm(self.W - w_before)) / wn if wn > 0 else math.inf
+        with np.errstate(all="ignore"):  # norms without BLAS (see optim._reg_loss)
+            wn = math.sqrt(float(np.sum(np.square(w_before, dtype=np.float64))))
+            dw = math.sqrt(float(np.sum(np.square(self.W - w_before, dtype=np.float64))))
+            return dw / wn if wn > 0 else math.inf
 
     def _steps_allowed(self) -> int:
         """How many steps may run now: 0 while paused (unless single-stepping)."""

@@ -121,3 +121,23 @@ def test_bad_arguments():
     big = optim.StepParams(batch_size=N + 1)
     with pytest.raises(ValueError, match="batch size"):
         optim.run_steps("sgd", X, y, W, rng, big, 3, out, out)
+
+
+def test_step_loops_never_call_blas(monkeypatch, blobs):
+    # numpy's BLAS (OpenBLAS) runs a dot of W's size on worker threads that then busy-wait
+    # for about 0.1 s, taking a core from the kernels: the step loops must not call it.
+    from engine.config import Config
+    from engine.trainer import Trainer
+
+    def no_blas(*args, **kwargs):
+        raise AssertionError("BLAS called from a step loop")
+
+    for name in ("dot", "vdot", "inner", "matmul"):
+        monkeypatch.setattr(np, name, no_blas)
+    monkeypatch.setattr(np.linalg, "norm", no_blas)
+    for optimizer in ("random", "local", "sgd", "gd"):
+        t = Trainer(Config(data="blobs", optimizer=optimizer, batch_size=64, eval_every=5,
+                           seed=1), blobs)
+        for _ in range(3):
+            t.run_chunk()
+        assert t.step > 0
