@@ -25,7 +25,7 @@ SECONDS = 1.5
 SETTLE_SECONDS = 0.5
 """The dashboard run starts timing this long after the first frame with plots (the
 dashboard's start-up, CSS and first layout, is not what the row measures)."""
-REPEATS = 9
+REPEATS = 15
 """Pairs of timed runs (headless, dashboard)."""
 
 
