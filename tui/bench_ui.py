@@ -1,5 +1,6 @@
 """Bench sections that need more than the engine: the dashboard's cost on training speed,
-and dataset loading. ``descent bench`` registers them with ``engine.bench.add_section``.
+start-up time of the real command in a pseudo-terminal, and dataset loading. ``descent
+bench`` registers them with ``engine.bench.add_section``.
 
 The dashboard row trains the same run two ways, in pairs (A B, A B, ...): A in this thread
 with no UI (exactly what ``--headless`` does), B in the dashboard's worker thread, timed
@@ -80,6 +81,43 @@ def bench_dashboard(ctx: Any = None) -> list[Row]:
         rows.append((f"dashboard open, {loss} B=256", f"{b:,.0f} steps/s",
                      f"{a:,.0f} headless", f"{statistics.median(ratios):.2f}x",
                      f"target >= 0.90x; median of {REPEATS} pairs ({spread})"))
+    return rows
+
+
+STARTUP_RUNS = 3
+"""Start-ups timed per dataset (the median is shown)."""
+
+
+def _startup(spec: str) -> tuple[float, float]:
+    """Seconds from exec to the first frame (the loading screen) and to RUNNING."""
+    import sys
+
+    from tui.pty_terminal import Terminal
+
+    with tempfile.TemporaryDirectory() as tmp:
+        term = Terminal([sys.executable, "-m", "tui", "--data", spec, "--no-record"], cwd=tmp)
+        try:
+            term.read_until(b"starting", 60.0)
+            first = time.monotonic() - term.started
+            term.read_until(b"RUNNING", 120.0)
+            running = time.monotonic() - term.started
+            term.send("q")
+            term.wait(15.0)
+        finally:
+            term.kill()
+    return first, running
+
+
+def bench_startup(ctx: Any = None) -> list[Row]:
+    """Warm-cache start-up of the real ``descent`` in a pseudo-terminal."""
+    rows: list[Row] = []
+    for spec in ("synthetic", "blobs"):
+        runs = [_startup(spec) for _ in range(STARTUP_RUNS)]
+        first = statistics.median(r[0] for r in runs)
+        running = statistics.median(r[1] for r in runs)
+        rows.append((f"start-up, {spec}, warm cache", f"{first:.2f} s", "target < 1.5 s",
+                     f"{running:.2f} s",
+                     "to the first frame (loading screen); then to RUNNING (data, trainer)"))
     return rows
 
 

@@ -495,6 +495,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     bench.add_section("recording (size, load time, overhead at B=256)",
                       recording.bench_recording)
     bench.add_section("dashboard", bench_ui.bench_dashboard)
+    bench.add_section("start-up (real command in a pty)", bench_ui.bench_startup)
     bench.add_section("datasets", bench_ui.bench_data)
     argv = ["--no-compile"] if args.no_compile else []
     if args.repeats:
