@@ -257,7 +257,7 @@ class LossPlot(CachedPlot):
         if beta > 0:
             all_y += _plot_envelope(plt, *self._smooth_summary.decimated(self._smoothed, cols),
                                     cols, log, "cyan")
-        right = max(1, s.steps - 1)
+        right = max(1, s.steps)  # steps so far: the axis ends at a round 2000, not 1999
         if self.parent_curve is not None:
             px, py = self.parent_curve
             shown = px <= right  # the parent as far as the fork has got
