@@ -97,8 +97,14 @@ class Context:
 
     def pair_ratio(self, i: int, j: int) -> float:
         """Median over the last :meth:`timed` call's rounds of fns[i]'s rate / fns[j]'s."""
-        return statistics.median(a / b for a, b in zip(self.rates[i], self.rates[j],
-                                                       strict=True))
+        return median_ratio(self.rates[i], self.rates[j])
+
+
+def median_ratio(num: list[float], den: list[float]) -> float:
+    """Median over paired runs of num[k] / den[k]: robust to the machine's speed drifting
+    between pairs (±20% over seconds on a shared VM), since a pair's runs are close in
+    time. The ratio of the two medians would mix that drift into the comparison."""
+    return statistics.median(a / b for a, b in zip(num, den, strict=True))
 
 
 _EXTRA: list[tuple[str, Callable[[Context], list[Row]]]] = []

@@ -36,7 +36,7 @@ contributes no gradient) rather than reading outside W.
 
 Threads: kernels are ``parallel=True`` and release the GIL. The threading layer is chosen at
 import: 'threadsafe' (TBB or OpenMP) when one is available, otherwise Numba's 'workqueue'
-layer behind a lock. ``THREADING_LAYER`` says which. Every parallel call, from whichever
+layer. ``THREADING_LAYER`` says which. Every parallel call, from whichever
 Python thread, runs on one long-lived kernel thread (see :class:`_KernelThread`): GNU
 OpenMP keeps a separate team for each thread that starts parallel work, and as soon as
 two teams exist it counts more threads than cores and stops spinning at barriers, so every
@@ -47,7 +47,6 @@ the recent calls measured faster, see :func:`set_threads`) and never changes the
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import threading
@@ -79,22 +78,25 @@ ROWS = 4
 """Rows processed together: their scores and gradient share each load of W and dW."""
 
 
-def _pick_threading_layer() -> tuple[str, bool]:
-    """Choose a layer safe for concurrent calls; return (layer name, needs a lock)."""
+def _pick_threading_layer() -> str:
+    """Prefer TBB or OpenMP to Numba's own 'workqueue' layer; return the layer's name.
+
+    Every call comes from the one kernel thread (:class:`_KernelThread`), so even
+    'workqueue', which must never be entered from two threads at once, needs no lock.
+    """
     for module in ("tbbpool", "omppool"):
         try:
             __import__(f"numba.np.ufunc.{module}")
         except Exception:  # noqa: BLE001 - any failure means "layer unavailable"
             continue
         numba.config.THREADING_LAYER = "threadsafe"
-        return ("tbb" if module == "tbbpool" else "omp"), False
+        return "tbb" if module == "tbbpool" else "omp"
     numba.config.THREADING_LAYER = "workqueue"
-    return "workqueue", True
+    return "workqueue"
 
 
-THREADING_LAYER, _NEEDS_LOCK = _pick_threading_layer()
+THREADING_LAYER = _pick_threading_layer()
 """The threading layer requested for the kernels ('tbb', 'omp' or 'workqueue')."""
-_LOCK = threading.Lock()
 
 
 _THREADS: int | None = None
@@ -262,8 +264,8 @@ _KERNEL_THREAD = _KernelThread()
 
 def _parallel(kind: str, rows: int, units: float, kernel: Callable[..., Any],
               *args: Any) -> Any:
-    """Run a parallel kernel on the kernel thread: the lock if the layer needs one, the
-    thread count (fixed, or chosen and timed for `units` of work when automatic)."""
+    """Run a parallel kernel on the kernel thread with the thread count fixed, or chosen
+    and timed for `units` of work when automatic."""
 
     def job() -> Any:
         limit = numba.config.NUMBA_NUM_THREADS
@@ -275,11 +277,9 @@ def _parallel(kind: str, rows: int, units: float, kernel: Callable[..., Any],
             chooser = _CHOOSERS.setdefault(key, _ThreadChooser())
             threads = chooser.pick(limit)
         numba.set_num_threads(threads)  # per thread in Numba: set it here, on this thread
-        lock = _LOCK if _NEEDS_LOCK else contextlib.nullcontext()
-        with lock:
-            start = time.perf_counter()
-            result = kernel(*args)
-            seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        result = kernel(*args)
+        seconds = time.perf_counter() - start
         if chooser is not None:
             chooser.record(threads, seconds, units)
         return result

@@ -747,6 +747,7 @@ def bench_recording(ctx: Any = None, *, sizes: tuple[int, ...] = (10**4, 10**5, 
     import statistics
     import tempfile
 
+    from engine.bench import median_ratio
     from engine.config import Config
     from engine.data import load_dataset
     from engine.replay import Replayer
@@ -786,9 +787,7 @@ def bench_recording(ctx: Any = None, *, sizes: tuple[int, ...] = (10**4, 10**5, 
                 rates[k].append((tr.step - s0) / (time.perf_counter() - t0))
         recorder.close()
         off, on = statistics.median(rates[0]), statistics.median(rates[1])
-        # The ratio is the median of the pairs' ratios: the machine's speed drifts by ±20%
-        # over seconds on a shared VM, and a pair's two runs are close in time.
-        ratio = statistics.median(b / a for a, b in zip(rates[0], rates[1], strict=True))
+        ratio = median_ratio(rates[1], rates[0])
         rows.append(("record sgd B=256 (headless)", f"{on:,.0f} steps/s", f"{off:,.0f} steps/s",
                      f"{ratio:.3f}", f"recorder on vs off, {spec}, median of {repeats} "
                      f"interleaved pairs; overhead {100 * (1 - ratio):+.1f}%"))

@@ -59,6 +59,7 @@ async def _dashboard_rate(trainer: Any, seconds: float) -> float:
 
 def bench_dashboard(ctx: Any = None) -> list[Row]:
     """Training speed with the dashboard open vs headless, batch 256, full synthetic."""
+    from engine.bench import median_ratio
     from engine.config import Config
     from engine.data import load_dataset
     from engine.trainer import Trainer
@@ -76,10 +77,10 @@ def bench_dashboard(ctx: Any = None) -> list[Row]:
             t.run_chunk()
             ui.append(asyncio.run(_dashboard_rate(t, SECONDS)))
         a, b = statistics.median(headless), statistics.median(ui)
-        ratios = sorted(u / h for u, h in zip(ui, headless, strict=True))
-        spread = f"pairs {ratios[0]:.2f}-{ratios[-1]:.2f}"
+        pairs = [u / h for u, h in zip(ui, headless, strict=True)]
+        spread = f"pairs {min(pairs):.2f}-{max(pairs):.2f}"
         rows.append((f"dashboard open, {loss} B=256", f"{b:,.0f} steps/s",
-                     f"{a:,.0f} headless", f"{statistics.median(ratios):.2f}x",
+                     f"{a:,.0f} headless", f"{median_ratio(ui, headless):.2f}x",
                      f"target >= 0.90x; median of {REPEATS} pairs ({spread})"))
     return rows
 
@@ -89,18 +90,20 @@ STARTUP_RUNS = 3
 
 
 def _startup(spec: str) -> tuple[float, float]:
-    """Seconds from exec to the first frame (the loading screen) and to RUNNING."""
+    """Seconds from exec to the first frame (the loading screen) and to RUNNING; NaN for
+    a milestone the command did not reach within its bound."""
     import sys
 
     from tui.pty_terminal import Terminal
 
+    def since_start(reached: bool) -> float:
+        return time.monotonic() - term.started if reached else float("nan")
+
     with tempfile.TemporaryDirectory() as tmp:
         term = Terminal([sys.executable, "-m", "tui", "--data", spec, "--no-record"], cwd=tmp)
         try:
-            term.read_until(b"starting", 60.0)
-            first = time.monotonic() - term.started
-            term.read_until(b"RUNNING", 120.0)
-            running = time.monotonic() - term.started
+            first = since_start(term.read_until(b"starting", 60.0))
+            running = since_start(term.read_until(b"RUNNING", 120.0))
             term.send("q")
             term.wait(15.0)
         finally:

@@ -56,9 +56,11 @@ PLOT_DUTY = 50.0
 most 2% of a core from training (at 100×30 both plots take ~25 ms: a redraw every ~1.3 s).
 Every UI millisecond costs training more than a millisecond: the two kernel threads meet
 at a barrier every step, so while the UI runs on one core the other waits. Measured on
-2 cores (median of 7 interleaved pairs): plots never rebuilt 0.89–0.92 of headless speed,
-duty 20 0.75–0.84, duty 50 0.93–0.95. Text (header, panel, log) still updates at 10 Hz,
-and a new marker (control, alarm, rescue) or a view key redraws the plots at once."""
+2 cores, B=256, median of 7 interleaved pairs per run: plots never rebuilt 0.89–0.92 of
+headless speed, duty 20 0.75–0.84, duty 50 0.82–0.95 (then 0.96 softmax and 0.92 SVM
+over 21 pairs once the thread chooser held still). Text (header, panel, log) still
+updates at 10 Hz, and a new marker (control, alarm, rescue) or a view key redraws the
+plots at once."""
 MAX_PLOT_INTERVAL = 2.0
 """…but at least every 2 s while data keeps changing."""
 MIN_WIDTH, MIN_HEIGHT = 60, 16
@@ -202,9 +204,10 @@ class Dashboard(Screen[None]):
                 self.on_new_data(snap, state)
                 self.update_controls()
                 self._text_ms = (time.perf_counter() - t0) * 1000
-            marks = sum(1 for e in snap.events if e.kind in MARKER_COLORS)
-            new_mark, self._marks_seen = marks != self._marks_seen, marks
-            self._update_plots(snap, key, force or self._view_dirty or new_mark)
+                marks = sum(1 for e in snap.events if e.kind in MARKER_COLORS)
+                new_mark, self._marks_seen = marks != self._marks_seen, marks
+                force = force or new_mark
+            self._update_plots(snap, key, force or self._view_dirty)
             self._view_dirty = False
 
     def _update_plots(self, snap: Snapshot, key: tuple[object, ...], force: bool) -> None:
