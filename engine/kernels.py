@@ -9,23 +9,38 @@ How a step runs (``sgd_steps``, ``gd_steps``, ``loss_and_grad``):
   rounded up to 16 plus 16 more, so rows of W and of the gradient do not alias at 4 KiB).
   It is copied back to W at the end of the call; the copy is exact, so splitting a run into
   calls changes nothing.
-- The B rows of a step are split into ``NPART`` fixed, contiguous parts, each with its own
-  gradient accumulator. The partition depends only on B and NPART, never on the number of
-  threads that run it (``numba.set_num_threads(1)`` gives the same bits).
-- Each part reads each of its rows from memory once: scores of 4 rows x 5 classes per
-  pass over D, each row's loss term and its gradient coefficients g (C values, already
-  divided by B), then, for every 8 rows with a nonzero g, ``acc += xᵀg`` (8 rows x 5
-  classes per pass) while those rows are still in cache. No ``X[idx]`` copy is made; an
-  SVM row with every margin met costs no gradient pass. There is no software prefetch:
-  the hardware prefetchers follow each row, and hundreds of prefetch hints per block of
-  rows stalled the core (measured 20-40% slower on this 2-core Xeon).
-- A second parallel pass sums the NPART accumulators in fixed order, adds ``2·reg·W`` and
-  applies ``W -= lr · dW`` over fixed slices of W. Results are therefore bit-for-bit
-  deterministic (same inputs, same machine), independent of thread scheduling and of how
-  many steps one call runs.
+- A step runs on a team of threads inside one parallel region per call; the team meets at
+  spin barriers (LLVM atomics, engine/atomics.py) between the phases of a step instead of
+  starting a parallel region per phase. Work is divided into ``NPART`` fixed parts, each
+  with its own gradient accumulator; the partition depends only on B, D and NPART, never
+  on the number of threads that run it (a member runs parts m, m + team, ...;
+  ``numba.set_num_threads(1)`` gives the same bits).
+- Batches of fewer than ``SPLIT_ROWS_FROM`` rows are split by dims: part p owns a slice of
+  the D dims of W, of its gradient and of every row. In blocks of up to BLOCK_ROWS rows,
+  each part computes the partial scores of the rows over its slice; after a barrier, each
+  takes its share of the rows, sums the partial scores in part order and computes the loss
+  terms and gradient coefficients g (C values per row, already divided by B); after another
+  barrier, each adds ``xᵀg`` over its slice to its accumulator (8 rows x 5 classes per
+  pass, the rows still in L2) and finally updates its own slice of W. W and its gradient
+  never move between cores; only rows x C partial scores and coefficients do. This is what
+  makes small batches fast: moving W (123 KB for CIFAR) between two cores' caches every
+  step cost about 45 µs, more than the arithmetic of a 32-row step.
+- Larger batches (and full-batch GD) are split by rows: each part reads each of its rows
+  from memory once, scores 4 rows x 5 classes per pass over D, computes each row's loss
+  term and coefficients, then, for every 8 rows with a nonzero g, ``acc += xᵀg`` while
+  those rows are still in cache. After a barrier, each part sums the NPART accumulators in
+  fixed order over its slice of W and applies ``W -= lr · (dW + 2·reg·W)``; a barrier
+  again. Here the per-step exchange of W is small next to the rows' traffic, and every
+  row is read from DRAM by one core only.
+- No ``X[idx]`` copy is made and an SVM row with every margin met costs no gradient pass.
+  There is no software prefetch: the hardware prefetchers follow each row, and hundreds of
+  prefetch hints per block of rows stalled the core (measured 20-40% slower on this 2-core
+  Xeon). Results are bit-for-bit deterministic (same inputs, same machine), independent of
+  thread scheduling and of how many steps one call runs.
 
 Precision: data and weights are float32. Scores are accumulated in float32 (vector lanes,
-reassociated) and converted to float64 for the loss: loss terms, softmax probabilities, the
+reassociated; per slice of dims in the dims split, the slices' sums added in float64) and
+converted to float64 for the loss: loss terms, softmax probabilities, the
 batch loss and ``reg·ΣW²`` are float64. Gradient coefficients, gradient accumulators and the
 update ``W -= lr·(dW + 2·reg·W)`` are float32. Against the float64 reference
 (engine/reference.py) loss and gradient agree to about 1e-6 relative.
@@ -43,6 +58,9 @@ two teams exist it counts more threads than cores and stops spinning at barriers
 step then pays two futex wake-ups (measured: the dashboard's training ran at 0.7x of
 headless until this). The thread count is automatic (whichever of 1 thread or all threads
 the recent calls measured faster, see :func:`set_threads`) and never changes the results.
+Should a threading layer not run the team's members on threads of their own, the first
+member gives up waiting for the others after a bounded number of yields and runs the call
+alone, with the same results (the call is then slow, and the thread chooser learns it).
 """
 
 from __future__ import annotations
@@ -57,6 +75,15 @@ from typing import Any
 import numba
 import numpy as np
 from numba import njit, prange
+
+from engine.atomics import (
+    compare_exchange,
+    fetch_add,
+    load_acquire,
+    pause,
+    store_release,
+    yield_cpu,
+)
 
 SVM = 0
 """Loss kind of the multiclass SVM (hinge, delta = 1)."""
@@ -73,9 +100,6 @@ NPART = max(1, min(os.cpu_count() or 1, 16))
 """Parts a batch is split into (one gradient accumulator each): the machine's core count,
 not the thread setting, so results on a machine never depend on NUMBA_NUM_THREADS or
 ``numba.set_num_threads`` (fewer threads simply run several parts each)."""
-
-ROWS = 4
-"""Rows processed together: their scores and gradient share each load of W and dW."""
 
 
 def _pick_threading_layer() -> str:
@@ -262,10 +286,15 @@ class _KernelThread:
 _KERNEL_THREAD = _KernelThread()
 
 
+_TEAM = object()
+"""Stands, in :func:`_parallel`'s args, for the number of threads the call runs on."""
+
+
 def _parallel(kind: str, rows: int, units: float, kernel: Callable[..., Any],
               *args: Any) -> Any:
     """Run a parallel kernel on the kernel thread with the thread count fixed, or chosen
-    and timed for `units` of work when automatic."""
+    and timed for `units` of work when automatic; an arg that is ``_TEAM`` is replaced by
+    that thread count."""
 
     def job() -> Any:
         limit = numba.config.NUMBA_NUM_THREADS
@@ -278,7 +307,7 @@ def _parallel(kind: str, rows: int, units: float, kernel: Callable[..., Any],
             threads = chooser.pick(limit)
         numba.set_num_threads(threads)  # per thread in Numba: set it here, on this thread
         start = time.perf_counter()
-        result = kernel(*args)
+        result = kernel(*(threads if a is _TEAM else a for a in args))
         seconds = time.perf_counter() - start
         if chooser is not None:
             chooser.record(threads, seconds, units)
@@ -299,27 +328,29 @@ _PJIT = dict(cache=True, nogil=True, fastmath=FASTMATH, parallel=True)
 # ----------------------------------------------------------------------------- row helpers
 # Scores: 4 rows x 5 classes per pass (20 vector accumulators: each x load feeds 5 FMAs,
 # each W load 4). Gradient: 8 rows x 5 classes per pass (each dW load/store carries 8
-# FMAs). Loops run over a plain 0..D range so LLVM vectorizes them; leftover classes (C
-# not a multiple of 5) and rows take the 1-wide paths.
+# FMAs). Both work on a slice [dlo, dhi) of the D dims (a part's slice in a step, all of D
+# in a loss-only pass). Loops run over a plain 0..n range so LLVM vectorizes them; leftover
+# classes (C not a multiple of 5) and rows take the 1-wide paths.
 @njit(**_JIT)
-def _scores4(X, rows, r, Wt, DP, D, C, S):
-    """Scores of rows[r:r+4] into S[0:4, :C] (float64)."""
-    x0 = X[rows[r]]
-    x1 = X[rows[r + 1]]
-    x2 = X[rows[r + 2]]
-    x3 = X[rows[r + 3]]
+def _scores4(X, rows, r, Wt, DP, dlo, dhi, C, S, o):
+    """Scores of rows[r:r+4] over dims [dlo, dhi) into S[o:o+4, :C] (float64)."""
+    x0 = X[rows[r]][dlo:dhi]
+    x1 = X[rows[r + 1]][dlo:dhi]
+    x2 = X[rows[r + 2]][dlo:dhi]
+    x3 = X[rows[r + 3]][dlo:dhi]
+    n = dhi - dlo
     c5 = C - C % 5
     for c in range(0, c5, 5):
-        w0 = Wt[c * DP:c * DP + D]
-        w1 = Wt[(c + 1) * DP:(c + 1) * DP + D]
-        w2 = Wt[(c + 2) * DP:(c + 2) * DP + D]
-        w3 = Wt[(c + 3) * DP:(c + 3) * DP + D]
-        w4 = Wt[(c + 4) * DP:(c + 4) * DP + D]
+        w0 = Wt[c * DP + dlo:c * DP + dhi]
+        w1 = Wt[(c + 1) * DP + dlo:(c + 1) * DP + dhi]
+        w2 = Wt[(c + 2) * DP + dlo:(c + 2) * DP + dhi]
+        w3 = Wt[(c + 3) * DP + dlo:(c + 3) * DP + dhi]
+        w4 = Wt[(c + 4) * DP + dlo:(c + 4) * DP + dhi]
         a00 = a01 = a02 = a03 = a04 = np.float32(0.0)
         a10 = a11 = a12 = a13 = a14 = np.float32(0.0)
         a20 = a21 = a22 = a23 = a24 = np.float32(0.0)
         a30 = a31 = a32 = a33 = a34 = np.float32(0.0)
-        for d in range(D):
+        for d in range(n):
             e0 = x0[d]
             e1 = x1[d]
             e2 = x2[d]
@@ -349,71 +380,73 @@ def _scores4(X, rows, r, Wt, DP, D, C, S):
             a32 += e3 * q2
             a33 += e3 * q3
             a34 += e3 * q4
-        S[0, c] = a00
-        S[0, c + 1] = a01
-        S[0, c + 2] = a02
-        S[0, c + 3] = a03
-        S[0, c + 4] = a04
-        S[1, c] = a10
-        S[1, c + 1] = a11
-        S[1, c + 2] = a12
-        S[1, c + 3] = a13
-        S[1, c + 4] = a14
-        S[2, c] = a20
-        S[2, c + 1] = a21
-        S[2, c + 2] = a22
-        S[2, c + 3] = a23
-        S[2, c + 4] = a24
-        S[3, c] = a30
-        S[3, c + 1] = a31
-        S[3, c + 2] = a32
-        S[3, c + 3] = a33
-        S[3, c + 4] = a34
+        S[o, c] = a00
+        S[o, c + 1] = a01
+        S[o, c + 2] = a02
+        S[o, c + 3] = a03
+        S[o, c + 4] = a04
+        S[o + 1, c] = a10
+        S[o + 1, c + 1] = a11
+        S[o + 1, c + 2] = a12
+        S[o + 1, c + 3] = a13
+        S[o + 1, c + 4] = a14
+        S[o + 2, c] = a20
+        S[o + 2, c + 1] = a21
+        S[o + 2, c + 2] = a22
+        S[o + 2, c + 3] = a23
+        S[o + 2, c + 4] = a24
+        S[o + 3, c] = a30
+        S[o + 3, c + 1] = a31
+        S[o + 3, c + 2] = a32
+        S[o + 3, c + 3] = a33
+        S[o + 3, c + 4] = a34
     for c in range(c5, C):
-        w0 = Wt[c * DP:c * DP + D]
+        w0 = Wt[c * DP + dlo:c * DP + dhi]
         a00 = a10 = a20 = a30 = np.float32(0.0)
-        for d in range(D):
+        for d in range(n):
             q0 = w0[d]
             a00 += x0[d] * q0
             a10 += x1[d] * q0
             a20 += x2[d] * q0
             a30 += x3[d] * q0
-        S[0, c] = a00
-        S[1, c] = a10
-        S[2, c] = a20
-        S[3, c] = a30
+        S[o, c] = a00
+        S[o + 1, c] = a10
+        S[o + 2, c] = a20
+        S[o + 3, c] = a30
 
 
 @njit(**_JIT)
-def _scores1(X, rows, r, Wt, DP, D, C, S):
-    """Scores of row rows[r] into S[0, :C]."""
-    x0 = X[rows[r]]
+def _scores1(X, rows, r, Wt, DP, dlo, dhi, C, S, o):
+    """Scores of row rows[r] over dims [dlo, dhi) into S[o, :C]."""
+    x0 = X[rows[r]][dlo:dhi]
+    n = dhi - dlo
     for c in range(C):
-        w0 = Wt[c * DP:c * DP + D]
+        w0 = Wt[c * DP + dlo:c * DP + dhi]
         a00 = np.float32(0.0)
-        for d in range(D):
+        for d in range(n):
             a00 += x0[d] * w0[d]
-        S[0, c] = a00
+        S[o, c] = a00
 
 
 @njit(**_JIT)
-def _accum8(X, prow, G, acc, DP, D, C):
-    """acc[c] += sum_r G[r, c] * X[prow[r]] for the 8 pending rows (acc: flat (C, DP))."""
-    x0 = X[prow[0]]
-    x1 = X[prow[1]]
-    x2 = X[prow[2]]
-    x3 = X[prow[3]]
-    x4 = X[prow[4]]
-    x5 = X[prow[5]]
-    x6 = X[prow[6]]
-    x7 = X[prow[7]]
+def _accum8(X, prow, G, acc, DP, dlo, dhi, C):
+    """acc[c, dlo:dhi] += sum_r G[r, c] * X[prow[r], dlo:dhi] for 8 rows (acc: flat (C, DP))."""
+    x0 = X[prow[0]][dlo:dhi]
+    x1 = X[prow[1]][dlo:dhi]
+    x2 = X[prow[2]][dlo:dhi]
+    x3 = X[prow[3]][dlo:dhi]
+    x4 = X[prow[4]][dlo:dhi]
+    x5 = X[prow[5]][dlo:dhi]
+    x6 = X[prow[6]][dlo:dhi]
+    x7 = X[prow[7]][dlo:dhi]
+    n = dhi - dlo
     c5 = C - C % 5
     for c in range(0, c5, 5):
-        b0 = acc[c * DP:c * DP + D]
-        b1 = acc[(c + 1) * DP:(c + 1) * DP + D]
-        b2 = acc[(c + 2) * DP:(c + 2) * DP + D]
-        b3 = acc[(c + 3) * DP:(c + 3) * DP + D]
-        b4 = acc[(c + 4) * DP:(c + 4) * DP + D]
+        b0 = acc[c * DP + dlo:c * DP + dhi]
+        b1 = acc[(c + 1) * DP + dlo:(c + 1) * DP + dhi]
+        b2 = acc[(c + 2) * DP + dlo:(c + 2) * DP + dhi]
+        b3 = acc[(c + 3) * DP + dlo:(c + 3) * DP + dhi]
+        b4 = acc[(c + 4) * DP + dlo:(c + 4) * DP + dhi]
         g00 = G[0, c]
         g01 = G[1, c]
         g02 = G[2, c]
@@ -454,7 +487,7 @@ def _accum8(X, prow, G, acc, DP, D, C):
         g45 = G[5, c + 4]
         g46 = G[6, c + 4]
         g47 = G[7, c + 4]
-        for d in range(D):
+        for d in range(n):
             e0 = x0[d]
             e1 = x1[d]
             e2 = x2[d]
@@ -474,7 +507,7 @@ def _accum8(X, prow, G, acc, DP, D, C):
             b4[d] += (g40 * e0 + g41 * e1 + g42 * e2 + g43 * e3
                       + g44 * e4 + g45 * e5 + g46 * e6 + g47 * e7)
     for c in range(c5, C):
-        b0 = acc[c * DP:c * DP + D]
+        b0 = acc[c * DP + dlo:c * DP + dhi]
         g00 = G[0, c]
         g01 = G[1, c]
         g02 = G[2, c]
@@ -483,18 +516,20 @@ def _accum8(X, prow, G, acc, DP, D, C):
         g05 = G[5, c]
         g06 = G[6, c]
         g07 = G[7, c]
-        for d in range(D):
+        for d in range(n):
             b0[d] += (g00 * x0[d] + g01 * x1[d] + g02 * x2[d] + g03 * x3[d]
                       + g04 * x4[d] + g05 * x5[d] + g06 * x6[d] + g07 * x7[d])
 
 
 @njit(**_JIT)
-def _accum1(x0, g, acc, DP, D, C):
-    """acc[c] += g[c] * x0."""
+def _accum1(x, g, acc, DP, dlo, dhi, C):
+    """acc[c, dlo:dhi] += g[c] * x[dlo:dhi]."""
+    x0 = x[dlo:dhi]
+    n = dhi - dlo
     for c in range(C):
         g0 = g[c]
-        b0 = acc[c * DP:c * DP + D]
-        for d in range(D):
+        b0 = acc[c * DP + dlo:c * DP + dhi]
+        for d in range(n):
             b0[d] += g0 * x0[d]
 
 
@@ -531,11 +566,13 @@ def _row_loss(s, yi, C, loss_kind, scale, g, want_grad):
             m = s[c]
     total = 0.0
     for c in range(C):
-        total += np.exp(s[c] - m)
+        e = np.exp(s[c] - m)
+        g[c] = e  # each exp once: they are most of a softmax row's cost
+        total += e
     loss = np.log(total) - (s[yi] - m)
     if want_grad:
         for c in range(C):
-            p = np.exp(s[c] - m) / total
+            p = g[c] / total
             if c == yi:
                 p -= 1.0
             g[c] = p * scale
@@ -554,14 +591,15 @@ def _argmax(s, C):
 @njit(**_JIT)
 def _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, groups, loss_kind, scale, acc, want_grad,
                pred, losses):
-    """Loss (and gradient into acc) of rows[lo:hi] for `groups` weight matrices at once.
+    """Loss (and gradient into acc) of rows[lo:hi] over all D dims, for `groups` weight
+    matrices at once.
 
     Wt holds groups*C transposed rows (several W's scored in one pass over the rows, as
     random search does with the current W and its candidate). Row losses of group k are
-    summed into losses[k]; the gradient (group 0 only) goes into acc when want_grad, and
-    group 0's predictions into pred[lo:hi] when pred is sized. Rows whose coefficients are
-    all zero (an SVM row with every margin met) are skipped by the gradient pass. Returns
-    group 0's number of correct predictions.
+    summed into losses[k]; the gradient (group 0 only) goes into acc when want_grad: for
+    every 8 rows with a nonzero g, ``acc += xᵀg`` while those rows are still in cache (an
+    SVM row with every margin met costs no gradient pass). Group 0's predictions go into
+    pred[lo:hi] when pred is sized. Returns group 0's number of correct predictions.
     """
     GC = groups * C
     S = np.empty((4, GC), dtype=np.float64)
@@ -576,10 +614,10 @@ def _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, groups, loss_kind, scale, acc, 
     r = lo
     while r < hi:
         if hi - r >= 4:
-            _scores4(X, rows, r, Wt, DP, D, GC, S)
+            _scores4(X, rows, r, Wt, DP, 0, D, GC, S, 0)
             nr = 4
         else:
-            _scores1(X, rows, r, Wt, DP, D, GC, S)
+            _scores1(X, rows, r, Wt, DP, 0, D, GC, S, 0)
             nr = 1
         for k in range(nr):
             i = rows[r + k]
@@ -601,23 +639,12 @@ def _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, groups, loss_kind, scale, acc, 
                     prow[pending] = i
                     pending += 1
                     if pending == 8:
-                        _accum8(X, prow, G, acc, DP, D, C)
+                        _accum8(X, prow, G, acc, DP, 0, D, C)
                         pending = 0
         r += nr
     for k in range(pending):
-        _accum1(X[prow[k]], G[k], acc, DP, D, C)
+        _accum1(X[prow[k]], G[k], acc, DP, 0, D, C)
     return correct
-
-
-@njit(**_JIT)
-def _sumsq(Wt, lo, hi):
-    """Sum of squares of Wt[lo:hi] in float64."""
-    w = Wt[lo:hi]
-    total = 0.0
-    for k in range(w.shape[0]):
-        v = np.float64(w[k])
-        total += v * v
-    return total
 
 
 @njit(**_JIT)
@@ -626,11 +653,92 @@ def _bounds(n, parts, p):
     return (n * p) // parts, (n * (p + 1)) // parts
 
 
+# --------------------------------------------------------------------- the phases of a step
+# A step's batch is taken in blocks of up to BLOCK_ROWS rows. Part p owns the slice
+# [_dedge(p), _dedge(p+1)) of the D dims of W, of its gradient and of every row. Per block:
+#   scores (each part: partial scores of the block's rows over its slice) | barrier |
+#   loss (each part: its share of the rows; scores = sum of the partials in part order,
+#         loss term and coefficients G) | barrier |
+#   gradient (each part: acc[slice] += xᵀG over its slice, rows still in cache).
+# After the last block each part applies the update to its own slice. W and the gradient
+# never leave the core that owns them; what crosses between cores per block is the
+# partial scores (rows x C float64) and G (rows x C float32).
 @njit(**_JIT)
-def _add_and_zero(total, other):
-    for k in range(total.shape[0]):
-        total[k] += other[k]
-        other[k] = 0.0
+def _dedge(D, nparts, p):
+    """First dim of part p's slice (D for p = nparts); slices start on 16-float (64-byte)
+    boundaries of W's rows, so no two parts write the same cache line of W."""
+    if p >= nparts:
+        return D
+    return ((D * p) // nparts) // 16 * 16
+
+
+@njit(**_JIT)
+def _phase_scores(X, rows, b0, nb, Wt, DP, dlo, dhi, C, S):
+    """Partial scores over dims [dlo, dhi) of rows[b0:b0+nb] into S[0:nb, :C]."""
+    k = 0
+    while k < nb:
+        if nb - k >= 4:
+            _scores4(X, rows, b0 + k, Wt, DP, dlo, dhi, C, S, k)
+            k += 4
+        else:
+            _scores1(X, rows, b0 + k, Wt, DP, dlo, dhi, C, S, k)
+            k += 1
+
+
+@njit(**_JIT)
+def _phase_loss(y, rows, b0, nb, PS, p, C, loss_kind, scale, G, s, g):
+    """Losses of part p's share of the block's rows; their coefficients into G[k, :C].
+
+    A row's scores are the sum of all parts' partial scores PS[q, k] in part order.
+    Returns the sum of the rows' losses."""
+    nparts = PS.shape[0]
+    lo, hi = _bounds(nb, nparts, p)
+    total = 0.0
+    for k in range(lo, hi):
+        for c in range(C):
+            v = 0.0
+            for q in range(nparts):
+                v += PS[q, k, c]
+            s[c] = v
+        total += _row_loss(s, y[rows[b0 + k]], C, loss_kind, scale, g, True)
+        for c in range(C):
+            G[k, c] = g[c]
+    return total
+
+
+@njit(**_JIT)
+def _phase_grad(X, rows, b0, nb, G, acc, DP, dlo, dhi, C, prow, G8):
+    """acc[:, dlo:dhi] += the block's rows' xᵀG over [dlo, dhi), 8 rows per pass.
+
+    Rows whose coefficients are all zero (an SVM row with every margin met) are skipped."""
+    pending = 0
+    for k in range(nb):
+        nonzero = False
+        for c in range(C):
+            if G[k, c] != 0.0:  # NaN counts as nonzero: it must reach W
+                nonzero = True
+                break
+        if not nonzero:
+            continue
+        prow[pending] = rows[b0 + k]
+        for c in range(C):
+            G8[pending, c] = G[k, c]
+        pending += 1
+        if pending == 8:
+            _accum8(X, prow, G8, acc, DP, dlo, dhi, C)
+            pending = 0
+    for k in range(pending):
+        _accum1(X[prow[k]], G8[k], acc, DP, dlo, dhi, C)
+
+
+@njit(**_JIT)
+def _sumsq(w):
+    """Sum of squares of w in float64."""
+    total = 0.0
+    for k in range(w.shape[0]):
+        v = np.float64(w[k])
+        total += v * v
+    return total
 
 
 @njit(**_JIT)
@@ -642,73 +750,225 @@ def _sgd_update(total, w, lr, two_reg):
 
 
 @njit(**_JIT)
-def _sgd_update2(a0, a1, w, lr, two_reg):
-    """Two parts in one pass: w -= lr * ((a0 + a1) + two_reg * w), then a0 = a1 = 0."""
-    for k in range(a0.shape[0]):
-        w[k] = w[k] - lr * ((a0[k] + a1[k]) + two_reg * w[k])
-        a0[k] = 0.0
-        a1[k] = 0.0
-
-
-@njit(**_JIT)
 def _full_grad(total, w, two_reg, out):
+    """out = total + two_reg * w, then total = 0."""
     for k in range(total.shape[0]):
         out[k] = total[k] + two_reg * w[k]
         total[k] = 0.0
 
 
 @njit(**_JIT)
-def _apply(acc, klo, khi, Wt, lr, reg, update, grad_out):
-    """Sum the parts' accumulators over the flat slice [klo, khi) in fixed order (zeroing
-    them), add 2*reg*W, then W -= lr * grad (update) or grad_out = grad. float32."""
+def _phase_apply(acc, Wt, DP, dlo, dhi, C, lr, two_reg, update, grad_out):
+    """Over [dlo, dhi): W -= lr * (acc + 2*reg*W) (update) or grad_out = acc + 2*reg*W,
+    then acc = 0. float32."""
+    for c in range(C):
+        a = acc[c * DP + dlo:c * DP + dhi]
+        w = Wt[c * DP + dlo:c * DP + dhi]
+        if update:
+            _sgd_update(a, w, lr, two_reg)
+        else:
+            _full_grad(a, w, two_reg, grad_out[c * DP + dlo:c * DP + dhi])
+
+
+# ------------------------------------------------------------------------------ the team
+# One parallel region per call: `team` threads run the parts (member m runs parts m,
+# m + team, ...) and meet at spin barriers between the phases, instead of starting a
+# parallel region per phase. The atomics are LLVM's (engine/atomics.py).
+BLOCK_ROWS = 128
+"""Rows per block: a part's slice of 128 rows (about 768 KiB of CIFAR-sized rows for 2
+parts, twice that on 1 thread) stays in L2 from the scores to the gradient."""
+SPINS = 2000
+"""Pause-spins of a waiting thread (~100 µs) before it starts yielding its core."""
+JOIN_YIELDS = 20000
+"""Yields a thread waits for the rest of the team to start before it runs the call alone
+(a threading layer that ran two members on one thread would otherwise never finish)."""
+ABANDONED = 1 << 40
+SPLIT_ROWS_FROM = 256
+"""Batches of at least this many rows are split by rows (see :func:`_member_rows`), smaller
+ones by dims (:func:`_member`). Read by :func:`_run` at every call."""
+
+
+@njit(**_JIT)
+def _wait(spins):
+    if spins < SPINS:
+        pause()
+    else:
+        yield_cpu()
+
+
+@njit(**_JIT)
+def _join(state, team):
+    """Enter the team. Returns 1: run as a member; 0: do nothing (the call is run by
+    another thread alone); 2: run the whole call alone (the team never formed)."""
+    if fetch_add(state, 0, 1) >= ABANDONED:
+        return 0
+    spins = 0
+    while True:
+        v = load_acquire(state, 0)
+        if v >= ABANDONED:
+            return 0
+        if v >= team:
+            return 1
+        _wait(spins)
+        spins += 1
+        if spins > SPINS + JOIN_YIELDS and compare_exchange(state, 0, v, ABANDONED):
+            return 2
+
+
+@njit(**_JIT)
+def _barrier(sync, m, team, k):
+    """Barrier number k of the call: member m arrives, then waits for the others."""
+    store_release(sync[m], 0, k)
+    for q in range(team):
+        spins = 0
+        while load_acquire(sync[q], 0) < k:
+            _wait(spins)
+            spins += 1
+
+
+@njit(**_JIT)
+def _member(m, team, X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, update, acc,
+            grad_out, PS, G, loss_parts, sq_parts, sync):
+    """Member m of a team of `team` threads: every step, its parts' phases (see above)."""
+    nparts = acc.shape[0]
+    R = PS.shape[1]
+    s = np.empty(C, dtype=np.float64)
+    g = np.empty(C, dtype=np.float64)
+    prow = np.zeros(8, dtype=np.int64)
+    G8 = np.zeros((8, C), dtype=np.float32)
+    lr32 = np.float32(lr)
     two_reg = np.float32(2.0 * reg)
-    if update and acc.shape[0] == 2:
-        _sgd_update2(acc[0, klo:khi], acc[1, klo:khi], Wt[klo:khi], np.float32(lr), two_reg)
-        return
+    k = 0
+    for step in range(n_steps):
+        rows = idx[step % idx.shape[0]]
+        B = rows.shape[0]
+        scale = 1.0 / B
+        for p in range(m, nparts, team):
+            dlo, dhi = _dedge(D, nparts, p), _dedge(D, nparts, p + 1)
+            sq = 0.0
+            for c in range(C):
+                sq += _sumsq(Wt[c * DP + dlo:c * DP + dhi])
+            sq_parts[step, p] = sq
+            loss_parts[step, p] = 0.0
+        for b0 in range(0, B, R):
+            nb = min(R, B - b0)
+            for p in range(m, nparts, team):
+                _phase_scores(X, rows, b0, nb, Wt, DP, _dedge(D, nparts, p),
+                              _dedge(D, nparts, p + 1), C, PS[p])
+            k += 1
+            _barrier(sync, m, team, k)
+            for p in range(m, nparts, team):
+                loss_parts[step, p] += _phase_loss(y, rows, b0, nb, PS, p, C, loss_kind,
+                                                   scale, G, s, g)
+            k += 1
+            _barrier(sync, m, team, k)
+            for p in range(m, nparts, team):
+                _phase_grad(X, rows, b0, nb, G, acc[p], DP, _dedge(D, nparts, p),
+                            _dedge(D, nparts, p + 1), C, prow, G8)
+        for p in range(m, nparts, team):
+            _phase_apply(acc[p], Wt, DP, _dedge(D, nparts, p), _dedge(D, nparts, p + 1), C,
+                         lr32, two_reg, update, grad_out)
+
+
+@njit(**_JIT)
+def _apply_sum(acc, klo, khi, Wt, lr, two_reg, update, grad_out):
+    """Row-split steps: over the flat slice [klo, khi) sum every part's accumulator in part
+    order (zeroing them), then W -= lr * (sum + 2*reg*W) or grad_out = sum + 2*reg*W."""
     total = acc[0, klo:khi]
     for q in range(1, acc.shape[0]):
-        _add_and_zero(total, acc[q, klo:khi])
+        other = acc[q, klo:khi]
+        for k in range(total.shape[0]):
+            total[k] += other[k]
+            other[k] = 0.0
     if update:
-        _sgd_update(total, Wt[klo:khi], np.float32(lr), two_reg)
+        _sgd_update(total, Wt[klo:khi], lr, two_reg)
     else:
         _full_grad(total, Wt[klo:khi], two_reg, grad_out[klo:khi])
+
+
+@njit(**_JIT)
+def _member_rows(m, team, X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, update,
+                 acc, grad_out, loss_parts, sq_parts, sync):
+    """Member m, row-split steps (large batches): part p takes a fixed contiguous share of
+    the batch's rows, all D dims, its gradient into acc[p]; then, after a barrier, part p
+    sums the accumulators over its slice of W and updates it; a barrier again."""
+    nparts = acc.shape[0]
+    size = C * DP
+    lr32 = np.float32(lr)
+    two_reg = np.float32(2.0 * reg)
+    no_pred = np.empty(0, dtype=np.int32)
+    loss = np.zeros(1, dtype=np.float64)
+    k = 0
+    for step in range(n_steps):
+        rows = idx[step % idx.shape[0]]
+        B = rows.shape[0]
+        for p in range(m, nparts, team):
+            lo, hi = _bounds(B, nparts, p)
+            _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, 1, loss_kind, 1.0 / B, acc[p], True,
+                       no_pred, loss)
+            loss_parts[step, p] = loss[0]
+            klo, khi = _bounds(size, nparts, p)
+            sq_parts[step, p] = _sumsq(Wt[klo:khi])
+        k += 1
+        _barrier(sync, m, team, k)
+        for p in range(m, nparts, team):
+            klo, khi = _bounds(size, nparts, p)
+            _apply_sum(acc, klo, khi, Wt, lr32, two_reg, update, grad_out)
+        k += 1
+        _barrier(sync, m, team, k)
+
+
+@njit(**_JIT)
+def _run_member(m, team, split_rows, X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind,
+                update, acc, grad_out, PS, G, loss_parts, sq_parts, sync):
+    if split_rows:
+        _member_rows(m, team, X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, update,
+                     acc, grad_out, loss_parts, sq_parts, sync)
+    else:
+        _member(m, team, X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, update, acc,
+                grad_out, PS, G, loss_parts, sq_parts, sync)
 
 
 # ------------------------------------------------------------------------ parallel kernels
 @njit(**_PJIT)
 def _steps(X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, update, out_data, out_reg,
-           acc, grad_out):
-    """Run n_steps steps; step s uses rows idx[s % idx.shape[0]].
+           acc, grad_out, team, split_rows):
+    """Run n_steps steps on a team of `team` threads, split by rows or by dims.
+
+    Step s uses rows idx[s % len(idx)].
 
     Wt is the flat (C, DP) transposed weight; acc (NPART, C*DP) zeroed accumulators (left
     zeroed). If update, W -= lr * grad; else the full gradient goes into grad_out (flat).
+    Returns False if the team never formed and one thread ran the call alone.
     """
     nparts = acc.shape[0]
-    size = C * DP
-    # One 64-byte line per part (8 float64) so the parts' running sums never share a line.
-    part_loss = np.zeros((nparts, 8), dtype=np.float64)
-    part_sq = np.zeros((nparts, 8), dtype=np.float64)
-    no_pred = np.empty(0, dtype=np.int32)
-    for s in range(n_steps):
-        rows = idx[s % idx.shape[0]]
-        B = rows.shape[0]
-        scale = 1.0 / B
-        for p in prange(nparts):
-            lo, hi = _bounds(B, nparts, p)
-            _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, 1, loss_kind, scale, acc[p], True,
-                       no_pred, part_loss[p])
-            klo, khi = _bounds(size, nparts, p)
-            part_sq[p, 0] = _sumsq(Wt, klo, khi)
+    team = max(1, min(team, nparts))
+    R = min(BLOCK_ROWS, idx.shape[1])
+    PS = np.zeros((nparts, R, C), dtype=np.float64)
+    G = np.zeros((R, C), dtype=np.float32)
+    loss_parts = np.zeros((n_steps, nparts), dtype=np.float64)
+    sq_parts = np.zeros((n_steps, nparts), dtype=np.float64)
+    sync = np.zeros((team + 1, 8), dtype=np.int64)  # a 64-byte line per member, + state
+    for m in prange(team):
+        how = _join(sync[team], team)
+        if how == 1:
+            _run_member(np.int64(m), team, split_rows, X, y, idx, n_steps, Wt, DP, D, C, lr,
+                        reg, loss_kind, update, acc, grad_out, PS, G, loss_parts, sq_parts,
+                        sync)
+        elif how == 2:
+            _run_member(np.int64(0), 1, split_rows, X, y, idx, n_steps, Wt, DP, D, C, lr,
+                        reg, loss_kind, update, acc, grad_out, PS, G, loss_parts, sq_parts,
+                        sync)
+    scale = 1.0 / idx.shape[1]
+    for step in range(n_steps):
         data = 0.0
         sq = 0.0
         for p in range(nparts):
-            data += part_loss[p, 0]
-            sq += part_sq[p, 0]
-        out_data[s] = data * scale
-        out_reg[s] = reg * sq
-        for p in prange(nparts):
-            klo, khi = _bounds(size, nparts, p)
-            _apply(acc, klo, khi, Wt, lr, reg, update, grad_out)
+            data += loss_parts[step, p]
+            sq += sq_parts[step, p]
+        out_data[step] = data * scale
+        out_reg[step] = reg * sq
+    return sync[team, 0] < ABANDONED
 
 
 @njit(**_PJIT)
@@ -723,7 +983,7 @@ def _forward(X, y, rows, Wt, DP, D, C, groups, loss_kind, nparts, pred, losses):
     for p in prange(nparts):
         lo, hi = _bounds(B, nparts, p)
         part_correct[p, 0] = _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, groups, loss_kind,
-                                     1.0, dummy, False, pred, part_loss[p])
+                                        1.0, dummy, False, pred, part_loss[p])
     correct = 0
     for k in range(groups):
         losses[k] = 0.0
@@ -793,7 +1053,8 @@ def _run(X, y, idx, n_steps, W, lr, reg, loss_kind, update, out_data, out_reg, g
     orr = out_reg if out_reg.flags.c_contiguous else np.empty(n_steps)
     _parallel("steps", idx.shape[-1], n_steps * idx.shape[-1], _steps,
               X, y, idx, n_steps, Wt, DP, D, C, float(lr), float(reg), int(loss_kind),
-              bool(update), od, orr, acc, grad_out)
+              bool(update), od, orr, acc, grad_out, _TEAM,
+              idx.shape[-1] >= SPLIT_ROWS_FROM)
     if od is not out_data:
         out_data[:n_steps] = od[:n_steps]
     if orr is not out_reg:

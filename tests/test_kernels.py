@@ -45,10 +45,17 @@ def _close(actual, expected, tol=TOL):
     assert err <= tol * max(np.linalg.norm(expected), 1e-30), (err, np.linalg.norm(expected))
 
 
+@pytest.fixture(params=["dims", "rows"])
+def split(request, monkeypatch):
+    """Run the test with every step split by dims (small batches) or by rows (large)."""
+    monkeypatch.setattr(kernels, "SPLIT_ROWS_FROM", 10**9 if request.param == "dims" else 1)
+    return request.param
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("reg", [0.0, 1e-3, 50.0])
 @pytest.mark.parametrize("batch", [1, 3, 7, 64, 500])
-def test_loss_and_grad_match_reference(kind, reg, batch):
+def test_loss_and_grad_match_reference(kind, reg, batch, split):
     X, y, W = _data()
     rng = np.random.default_rng(batch)
     idx = np.arange(500) if batch == 500 else rng.integers(0, 500, batch)
@@ -94,7 +101,7 @@ def _reference_run(X, y, W, idx_rows, lr, reg, fn):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_sgd_steps_match_reference_loop(kind):
+def test_sgd_steps_match_reference_loop(kind, split):
     X, y, W = _data()
     idx = np.random.default_rng(5).integers(0, 500, (20, 32))
     out_d, out_r = np.empty(20), np.empty(20)
@@ -108,7 +115,7 @@ def test_sgd_steps_match_reference_loop(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_gd_steps_match_reference_loop(kind):
+def test_gd_steps_match_reference_loop(kind, split):
     X, y, W = _data()
     out_d, out_r = np.empty(6), np.empty(6)
     W_k = W.copy()
@@ -120,7 +127,7 @@ def test_gd_steps_match_reference_loop(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_chunked_sgd_is_bit_identical(kind):
+def test_chunked_sgd_is_bit_identical(kind, split):
     X, y, W = _data()
     idx = np.random.default_rng(7).integers(0, 500, (12, 37))
     one, a_d, a_r = W.copy(), np.empty(12), np.empty(12)
@@ -133,7 +140,7 @@ def test_chunked_sgd_is_bit_identical(kind):
     assert not np.array_equal(one, W)
 
 
-def test_chunked_gd_is_bit_identical():
+def test_chunked_gd_is_bit_identical(split):
     X, y, W = _data()
     one, a_d, a_r = W.copy(), np.empty(4), np.empty(4)
     kernels.gd_steps(X, y, one, 1e-2, 0.5, kernels.SOFTMAX, a_d, a_r, 4)
@@ -166,7 +173,7 @@ def test_concurrent_calls_from_threads_are_deterministic():
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_nan_and_inf_do_not_crash(kind):
+def test_nan_and_inf_do_not_crash(kind, split):
     X, y, W = _data()
     idx = np.random.default_rng(3).integers(0, 500, (3, 16))
     bad = W.copy()
@@ -201,18 +208,22 @@ def test_bad_input_is_a_clear_error():
         kernels.sgd_steps(X, y, np.zeros((3, 3), np.int64), W, 0.1, 0.0, 0, out, out)
 
 
-def test_invalid_label_gives_nan_not_a_crash():
+def test_invalid_label_gives_nan_not_a_crash(split):
     X, y, W = _data()
     y = y.copy()
     y[0] = 99
     assert np.isnan(kernels.batch_loss(X, y, np.array([0, 5], np.int64), W, kernels.SVM))
+    out_d, out_r = np.empty(1), np.empty(1)
+    kernels.sgd_steps(X, y, np.array([[0, 5, 6]], np.int64), W, 1e-2, 0.0, kernels.SVM,
+                      out_d, out_r)
+    assert np.isnan(out_d[0]) and np.all(np.isfinite(W))  # the bad row adds no gradient
 
 
 def test_warmup_returns_seconds():
     assert kernels.warmup() >= 0.0
 
 
-def test_thread_count_does_not_change_the_bits():
+def test_thread_count_does_not_change_the_bits(split):
     X, y, W = _data()
     idx = np.random.default_rng(11).integers(0, 500, (6, 64))
     results = []
@@ -355,3 +366,62 @@ def test_interrupt_while_waiting_is_raised_after_the_call_returns():
     finally:
         signal.signal(signal.SIGUSR1, old)
     assert at_raise == [[True]]
+
+
+def _raw_steps(X, y, idx, W, kind, nparts, team, split_rows):
+    """kernels._steps called directly with `nparts` accumulators and a team of `team`."""
+    D, C = W.shape
+    DP = kernels.padded_dim(D)
+    Wt = kernels._to_t(W, DP)
+    out_d, out_r = np.empty(len(idx)), np.empty(len(idx))
+    acc = np.zeros((nparts, C * DP), np.float32)
+    formed = kernels._steps(X, y, idx, len(idx), Wt, DP, D, C, 1e-2, 0.1, kind, True, out_d,
+                            out_r, acc, np.empty(0, np.float32), team, split_rows)
+    Wn = np.empty_like(W)
+    kernels._from_t(Wt, DP, Wn)
+    assert not acc.any()  # accumulators are left zeroed for the next call
+    return Wn, out_d, out_r, formed
+
+
+@pytest.mark.parametrize("split_rows", [False, True])
+def test_parts_and_team_size_never_change_the_bits(split_rows):
+    # 5 parts on teams of 1, 2 and 3 threads: members run several parts, some run more
+    # parts than others; every part's work and the order of the sums stay the same.
+    X, y, W = _data(D=100)
+    idx = np.random.default_rng(13).integers(0, 500, (4, 300))
+    base = _raw_steps(X, y, idx, W, kernels.SOFTMAX, 5, 1, split_rows)
+    assert base[3]
+    W_ref, losses = _reference_run(X, y, W, idx, 1e-2, 0.1, REF[kernels.SOFTMAX])
+    _close(base[0], W_ref)
+    _close(base[1] + base[2], losses)
+    for team in (2, 3):
+        got = _raw_steps(X, y, idx, W, kernels.SOFTMAX, 5, team, split_rows)
+        for a, b in zip(base[:3], got[:3], strict=True):
+            assert np.array_equal(a, b)
+
+
+def test_a_team_that_never_forms_runs_the_call_alone():
+    # Two members on one thread (Numba set to 1 thread): the first waits for the second,
+    # which cannot start until the first returns. After a bounded wait (counted in
+    # yields, not time) it runs the whole call alone: same bits, reported as not formed.
+    X, y, W = _data()
+    idx = np.random.default_rng(14).integers(0, 500, (3, 40))
+    alone = _raw_steps(X, y, idx, W, kernels.SVM, 2, 1, False)
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        stuck = _raw_steps(X, y, idx, W, kernels.SVM, 2, 2, False)
+    finally:
+        numba.set_num_threads(before)
+    assert alone[3] and not stuck[3]
+    for a, b in zip(alone[:3], stuck[:3], strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_dim_slices_start_on_cache_lines_and_cover_d():
+    for D in (1, 5, 16, 17, 49, 3073):
+        for nparts in (1, 2, 3, 16):
+            edges = [kernels._dedge(D, nparts, p) for p in range(nparts + 1)]
+            assert edges[0] == 0 and edges[-1] == D
+            assert all(a <= b for a, b in zip(edges[:-1], edges[1:], strict=True))
+            assert all(e % 16 == 0 for e in edges[:-1])
