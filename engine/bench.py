@@ -225,6 +225,7 @@ def _fmt(x: float) -> str:
 def _calibrate(run: Callable[[int], None], probe: int = 4) -> int:
     """Steps per timed run so that one run lasts about RUN_SECONDS (measured, not guessed:
     a loaded machine gets shorter runs instead of a longer benchmark)."""
+    time.sleep(SETTLE_SECONDS)  # the reference's OpenBLAS threads stop spinning first
     run(probe)  # first call: caches warm, any lazy compile done
     per_step = float("inf")
     for _ in range(3):  # best of 3: one slow call (a thread waking up) must not shrink runs
