@@ -4,8 +4,10 @@ The step kernel runs its threads as a team that meets at barriers inside one par
 region (see :func:`engine.kernels._steps`); these are the few primitives it needs. Each
 takes a 1-D int64 array and an index. Orderings: loads acquire, stores release,
 read-modify-writes are sequentially consistent. ``pause`` is the x86 spin-wait hint (a
-no-op elsewhere) and ``yield_cpu`` calls ``sched_yield`` on POSIX systems, so a thread that
-waits long gives its core to whatever else is runnable (the dashboard's UI thread).
+no-op elsewhere) and ``sleep_us`` calls ``usleep`` on POSIX systems: a thread that waits
+long lets its core go idle, so the scheduler can run there the thread it is waiting for,
+when that one was pre-empted (by the dashboard's UI thread, say). Spinning with
+``sched_yield`` instead would keep the core busy and the waited-for thread off it.
 """
 
 from __future__ import annotations
@@ -105,15 +107,23 @@ def pause(typingctx):
 
 
 @intrinsic
-def yield_cpu(typingctx):
-    """Offer this core to another runnable thread (``sched_yield``); nothing off POSIX."""
+def sleep_us(typingctx, us):
+    """Sleep about `us` microseconds (``usleep``; a spin hint off POSIX). The core goes idle,
+    so the scheduler can move a runnable thread onto it."""
+    if not isinstance(us, types.Integer):
+        return None
 
     def codegen(context, builder, sig, args):
         if _POSIX:
             fn = cgutils.get_or_insert_function(builder.module,
-                                                ir.FunctionType(ir.IntType(32), []),
-                                                "sched_yield")
+                                                ir.FunctionType(ir.IntType(32),
+                                                                [ir.IntType(32)]),
+                                                "usleep")
+            builder.call(fn, [context.cast(builder, args[0], sig.args[0], types.uint32)])
+        elif _X86:
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                "llvm.x86.sse2.pause")
             builder.call(fn, [])
         return context.get_dummy_value()
 
-    return types.void(), codegen
+    return types.void(us), codegen

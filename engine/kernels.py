@@ -59,7 +59,7 @@ step then pays two futex wake-ups (measured: the dashboard's training ran at 0.7
 headless until this). The thread count is automatic (whichever of 1 thread or all threads
 the recent calls measured faster, see :func:`set_threads`) and never changes the results.
 Should a threading layer not run the team's members on threads of their own, the first
-member gives up waiting for the others after a bounded number of yields and runs the call
+member gives up waiting for the others after a bounded number of sleeps and runs the call
 alone, with the same results (the call is then slow, and the thread chooser learns it).
 """
 
@@ -81,8 +81,8 @@ from engine.atomics import (
     fetch_add,
     load_acquire,
     pause,
+    sleep_us,
     store_release,
-    yield_cpu,
 )
 
 SVM = 0
@@ -792,10 +792,12 @@ BLOCK_ROWS = 128
 """Rows per block: a part's slice of 128 rows (about 768 KiB of CIFAR-sized rows for 2
 parts, twice that on 1 thread) stays in L2 from the scores to the gradient."""
 SPINS = 2000
-"""Pause-spins of a waiting thread (~100 µs) before it starts yielding its core."""
-JOIN_YIELDS = 20000
-"""Yields a thread waits for the rest of the team to start before it runs the call alone
-(a threading layer that ran two members on one thread would otherwise never finish)."""
+"""Pause-spins of a waiting thread (~100 µs) before it starts sleeping SLEEP_US at a time."""
+SLEEP_US = 50
+JOIN_SLEEPS = 400
+"""Sleeps (~25-40 ms in all) a thread waits for the rest of the team to start before it
+runs the call alone (a threading layer that ran two members on one thread would otherwise
+never finish)."""
 ABANDONED = 1 << 40
 SPLIT_ROWS_FROM = 256
 """Batches of at least this many rows are split by rows (see :func:`_member_rows`), smaller
@@ -807,7 +809,7 @@ def _wait(spins):
     if spins < SPINS:
         pause()
     else:
-        yield_cpu()
+        sleep_us(SLEEP_US)
 
 
 @njit(**_JIT)
@@ -825,7 +827,7 @@ def _join(state, team):
             return 1
         _wait(spins)
         spins += 1
-        if spins > SPINS + JOIN_YIELDS and compare_exchange(state, 0, v, ABANDONED):
+        if spins > SPINS + JOIN_SLEEPS and compare_exchange(state, 0, v, ABANDONED):
             return 2
 
 

@@ -10,8 +10,8 @@ from engine.atomics import (
     fetch_add,
     load_acquire,
     pause,
+    sleep_us,
     store_release,
-    yield_cpu,
 )
 
 
@@ -22,7 +22,7 @@ def _single(a):
     won = compare_exchange(a, 1, 8, 100)
     lost = compare_exchange(a, 1, 8, 200)
     pause()
-    yield_cpu()
+    sleep_us(1)
     return old, won, lost, load_acquire(a, 1)
 
 

@@ -403,7 +403,7 @@ def test_parts_and_team_size_never_change_the_bits(split_rows):
 def test_a_team_that_never_forms_runs_the_call_alone():
     # Two members on one thread (Numba set to 1 thread): the first waits for the second,
     # which cannot start until the first returns. After a bounded wait (counted in
-    # yields, not time) it runs the whole call alone: same bits, reported as not formed.
+    # sleeps, not measured) it runs the whole call alone: same bits, reported as not formed.
     X, y, W = _data()
     idx = np.random.default_rng(14).integers(0, 500, (3, 40))
     alone = _raw_steps(X, y, idx, W, kernels.SVM, 2, 1, False)
