@@ -603,65 +603,6 @@ def _argmax(s, C):
 
 
 @njit(**_JIT)
-def _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, groups, loss_kind, scale, acc, want_grad,
-               pred, losses):
-    """Loss (and gradient into acc) of rows[lo:hi] over all D dims, for `groups` weight
-    matrices at once.
-
-    Wt holds groups*C transposed rows (several W's scored in one pass over the rows, as
-    random search does with the current W and its candidate). Row losses of group k are
-    summed into losses[k]; the gradient (group 0 only) goes into acc when want_grad: for
-    every 8 rows with a nonzero g, ``acc += xᵀg`` while those rows are still in cache (an
-    SVM row with every margin met costs no gradient pass). Group 0's predictions go into
-    pred[lo:hi] when pred is sized. Returns group 0's number of correct predictions.
-    """
-    GC = groups * C
-    S = np.empty((4, GC), dtype=np.float64)
-    G = np.zeros((8, C), dtype=np.float32)
-    prow = np.zeros(8, dtype=np.int64)
-    pending = 0
-    g = np.empty(C, dtype=np.float64)
-    for k in range(groups):
-        losses[k] = 0.0
-    correct = 0
-    keep_pred = pred.shape[0] > 0
-    r = lo
-    while r < hi:
-        if hi - r >= 4:
-            _scores4(X, rows, r, Wt, DP, 0, D, GC, S, 0)
-            nr = 4
-        else:
-            _scores1(X, rows, r, Wt, DP, 0, D, GC, S, 0)
-            nr = 1
-        for k in range(nr):
-            i = rows[r + k]
-            yi = y[i]
-            for grp in range(groups):
-                losses[grp] += _row_loss(S[k, grp * C:(grp + 1) * C], yi, C, loss_kind,
-                                         scale, g, want_grad and grp == 0)
-            best = _argmax(S[k], C)
-            if best == yi:
-                correct += 1
-            if keep_pred:
-                pred[r + k] = best
-            if want_grad:
-                nonzero = False
-                for c in range(C):
-                    G[pending, c] = g[c]
-                    nonzero = nonzero or g[c] != 0.0
-                if nonzero:
-                    prow[pending] = i
-                    pending += 1
-                    if pending == 8:
-                        _accum8(X, prow, G, acc, DP, 0, D, C)
-                        pending = 0
-        r += nr
-    for k in range(pending):
-        _accum1(X[prow[k]], G[k], acc, DP, 0, D, C)
-    return correct
-
-
-@njit(**_JIT)
 def _bounds(n, parts, p):
     """Fixed contiguous partition of n items into parts; returns part p's [lo, hi)."""
     return (n * p) // parts, (n * (p + 1)) // parts
@@ -689,7 +630,7 @@ def _dedge(D, nparts, p):
 @njit(**_JIT)
 def _phase_scores(X, rows, b0, nb, Wt, DP, dlo, dhi, C, S):
     """Partial scores over dims [dlo, dhi) of rows[b0:b0+nb] into S[0:nb, :C]."""
-    k = 0
+    k = np.int64(0)  # not the literal 0: one compiled version of the callees
     while k < nb:
         if nb - k >= 4:
             _scores4(X, rows, b0 + k, Wt, DP, dlo, dhi, C, S, k)
@@ -818,7 +759,7 @@ def _join(state, team):
     another thread alone); 2: run the whole call alone (the team never formed)."""
     if fetch_add(state, 0, 1) >= ABANDONED:
         return 0
-    spins = 0
+    spins = np.int64(0)
     while True:
         v = load_acquire(state, 0)
         if v >= ABANDONED:
@@ -836,7 +777,7 @@ def _barrier(sync, m, team, k):
     """Barrier number k of the call: member m arrives, then waits for the others."""
     store_release(sync[m], 0, k)
     for q in range(team):
-        spins = 0
+        spins = np.int64(0)
         while load_acquire(sync[q], 0) < k:
             _wait(spins)
             spins += 1
@@ -903,26 +844,47 @@ def _apply_sum(acc, klo, khi, Wt, lr, two_reg, update, grad_out):
 
 
 @njit(**_JIT)
+def _rows_block_loss(y, rows, b0, nb, S, C, loss_kind, scale, G, g):
+    """Losses of rows[b0:b0+nb] from their full scores S[0:nb]; coefficients into G."""
+    total = 0.0
+    for k in range(nb):
+        total += _row_loss(S[k], y[rows[b0 + k]], C, loss_kind, scale, g, True)
+        for c in range(C):
+            G[k, c] = g[c]
+    return total
+
+
+@njit(**_JIT)
 def _member_rows(m, team, X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, update,
                  acc, grad_out, loss_parts, sq_parts, sync):
     """Member m, row-split steps (large batches): part p takes a fixed contiguous share of
-    the batch's rows, all D dims, its gradient into acc[p]; then, after a barrier, part p
-    sums the accumulators over its slice of W and updates it; a barrier again."""
+    the batch's rows, all D dims, in blocks of BLOCK_ROWS: the block's scores, then its
+    loss terms and coefficients, then its gradient into acc[p] (the rows still in L2).
+    Then, after a barrier, part p sums the accumulators over its slice of W and updates
+    it; a barrier again."""
     nparts = acc.shape[0]
     size = C * DP
     lr32 = np.float32(lr)
     two_reg = np.float32(2.0 * reg)
-    no_pred = np.empty(0, dtype=np.int32)
-    loss = np.zeros(1, dtype=np.float64)
+    S = np.empty((BLOCK_ROWS, C), dtype=np.float64)
+    G = np.empty((BLOCK_ROWS, C), dtype=np.float32)
+    g = np.empty(C, dtype=np.float64)
+    prow = np.zeros(8, dtype=np.int64)
+    G8 = np.zeros((8, C), dtype=np.float32)
     k = 0
     for step in range(n_steps):
         rows = idx[step % idx.shape[0]]
         B = rows.shape[0]
+        scale = 1.0 / B
         for p in range(m, nparts, team):
             lo, hi = _bounds(B, nparts, p)
-            _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, 1, loss_kind, 1.0 / B, acc[p], True,
-                       no_pred, loss)
-            loss_parts[step, p] = loss[0]
+            loss = 0.0
+            for b0 in range(lo, hi, BLOCK_ROWS):
+                nb = min(BLOCK_ROWS, hi - b0)
+                _phase_scores(X, rows, b0, nb, Wt, DP, np.int64(0), D, C, S)
+                loss += _rows_block_loss(y, rows, b0, nb, S, C, loss_kind, scale, G, g)
+                _phase_grad(X, rows, b0, nb, G, acc[p], DP, np.int64(0), D, C, prow, G8)
+            loss_parts[step, p] = loss
             klo, khi = _bounds(size, nparts, p)
             sq_parts[step, p] = _sumsq(Wt[klo:khi])
         k += 1
@@ -943,6 +905,40 @@ def _run_member(m, team, split_rows, X, y, idx, n_steps, Wt, DP, D, C, lr, reg, 
     else:
         _member(m, team, X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, update, acc,
                 grad_out, PS, G, loss_parts, sq_parts, sync)
+
+
+@njit(**_JIT)
+def _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, groups, loss_kind, pred, losses):
+    """Loss of rows[lo:hi] for `groups` weight matrices at once (no gradient).
+
+    Wt holds groups*C transposed rows (several W's scored in one pass over the rows, as
+    random search does with the current W and its candidate). Row losses of group k are
+    summed into losses[k]; group 0's predictions go into pred[lo:hi] when pred is sized.
+    Returns group 0's number of correct predictions.
+    """
+    GC = groups * C
+    S = np.empty((4, GC), dtype=np.float64)
+    g = np.empty(C, dtype=np.float64)
+    for k in range(groups):
+        losses[k] = 0.0
+    correct = 0
+    keep_pred = pred.shape[0] > 0
+    r = lo
+    while r < hi:
+        nr = 4 if hi - r >= 4 else 1
+        _phase_scores(X, rows, r, nr, Wt, DP, np.int64(0), D, GC, S)
+        for k in range(nr):
+            yi = y[rows[r + k]]
+            for grp in range(groups):
+                losses[grp] += _row_loss(S[k, grp * C:(grp + 1) * C], yi, C, loss_kind,
+                                         1.0, g, False)
+            best = _argmax(S[k], C)
+            if best == yi:
+                correct += 1
+            if keep_pred:
+                pred[r + k] = best
+        r += nr
+    return correct
 
 
 # ------------------------------------------------------------------------ parallel kernels
@@ -972,9 +968,9 @@ def _steps(X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, update, out_dat
                         reg, loss_kind, update, acc, grad_out, PS, G, loss_parts, sq_parts,
                         sync)
         elif how == 2:
-            _run_member(np.int64(0), 1, split_rows, X, y, idx, n_steps, Wt, DP, D, C, lr,
-                        reg, loss_kind, update, acc, grad_out, PS, G, loss_parts, sq_parts,
-                        sync)
+            _run_member(np.int64(0), np.int64(1), split_rows, X, y, idx, n_steps, Wt, DP, D,
+                        C, lr, reg, loss_kind, update, acc, grad_out, PS, G, loss_parts,
+                        sq_parts, sync)
     scale = 1.0 / idx.shape[1]
     for step in range(n_steps):
         data = 0.0
@@ -995,11 +991,10 @@ def _forward(X, y, rows, Wt, DP, D, C, groups, loss_kind, nparts, pred, losses):
     part_loss = np.zeros((nparts, groups + 8), dtype=np.float64)
     part_correct = np.zeros((nparts, 8), dtype=np.int64)
     B = rows.shape[0]
-    dummy = np.empty(0, dtype=np.float32)
     for p in prange(nparts):
         lo, hi = _bounds(B, nparts, p)
         part_correct[p, 0] = _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, groups, loss_kind,
-                                        1.0, dummy, False, pred, part_loss[p])
+                                        pred, part_loss[p])
     correct = 0
     for k in range(groups):
         losses[k] = 0.0

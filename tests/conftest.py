@@ -5,6 +5,15 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compiled_kernels():
+    """Compile (or load from the cache) every kernel once, before the first test: a cold
+    compile takes 20-40 s, longer than a UI test's bounded wait for training to start."""
+    from engine import kernels
+
+    kernels.warmup()
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """CIFAR-shaped synthetic data, small enough for thousands of steps per second."""
