@@ -9,29 +9,30 @@ How a step runs (``sgd_steps``, ``gd_steps``, ``loss_and_grad``):
   rounded up to 16 plus 16 more, so rows of W and of the gradient do not alias at 4 KiB).
   It is copied back to W at the end of the call; the copy is exact, so splitting a run into
   calls changes nothing.
-- A step runs on a team of threads inside one parallel region per call; the team meets at
-  spin barriers (LLVM atomics, engine/atomics.py) between the phases of a step instead of
-  starting a parallel region per phase. Work is divided into ``NPART`` fixed parts, each
-  with its own gradient accumulator; the partition depends only on B, D and NPART, never
-  on the number of threads that run it (a member runs parts m, m + team, ...;
-  ``numba.set_num_threads(1)`` gives the same bits).
-- Batches of fewer than ``SPLIT_ROWS_FROM`` rows are split by dims: part p owns a slice of
-  the D dims of W, of its gradient and of every row. In blocks of up to BLOCK_ROWS rows,
-  each part computes the partial scores of the rows over its slice; after a barrier, each
-  takes its share of the rows, sums the partial scores in part order and computes the loss
-  terms and gradient coefficients g (C values per row, already divided by B); after another
-  barrier, each adds ``xᵀg`` over its slice to its accumulator (8 rows x 5 classes per
-  pass, the rows still in L2) and finally updates its own slice of W. W and its gradient
-  never move between cores; only rows x C partial scores and coefficients do. This is what
-  makes small batches fast: moving W (123 KB for CIFAR) between two cores' caches every
-  step cost about 45 µs, more than the arithmetic of a 32-row step.
-- Larger batches (and full-batch GD) are split by rows: each part reads each of its rows
-  from memory once, scores 4 rows x 5 classes per pass over D, computes each row's loss
-  term and coefficients, then, for every 8 rows with a nonzero g, ``acc += xᵀg`` while
-  those rows are still in cache. After a barrier, each part sums the NPART accumulators in
-  fixed order over its slice of W and applies ``W -= lr · (dW + 2·reg·W)``; a barrier
-  again. Here the per-step exchange of W is small next to the rows' traffic, and every
-  row is read from DRAM by one core only.
+- Work is divided into ``NPART`` fixed parts, each with its own gradient accumulator; the
+  partition depends only on B, D and NPART, never on the number of threads that run it
+  (``numba.set_num_threads(1)`` gives the same bits).
+- Batches of fewer than ``SPLIT_ROWS_FROM`` (128) rows are split by dims (:func:`_steps`):
+  part p owns a slice of the D dims of W, of its gradient and of every row. In blocks of up
+  to BLOCK_ROWS rows, each part computes the partial scores of the rows over its slice;
+  after a barrier, each takes its share of the rows, sums the partial scores in part order
+  and computes the loss terms and gradient coefficients g (C values per row, already
+  divided by B); after another barrier, each adds ``xᵀg`` over its slice to its
+  accumulator (8 rows x 5 classes per pass, the rows still in L2) and at the end of the
+  step updates its own slice of W. W and its gradient never move between cores; only
+  rows x C partial scores and coefficients do. The whole call is one parallel region: a
+  team of threads (a member runs parts m, m + team, ...) meets at spin barriers built on
+  LLVM atomics (engine/atomics.py). Moving W (123 KB for CIFAR) between the two cores'
+  caches and starting two parallel regions every step cost about 45 µs, more than the
+  arithmetic of a 32-row step.
+- Larger batches and full-batch GD are split by rows (:func:`_steps_rows`): each part reads
+  each of its rows from memory once, scores 4 rows x 5 classes per pass over D, computes
+  each row's loss term and coefficients, then, for every 8 rows with a nonzero g,
+  ``acc += xᵀg`` while those rows are still in cache. A second parallel pass sums the
+  NPART accumulators in fixed order, adds ``2·reg·W`` and applies ``W -= lr · dW`` over
+  fixed slices of W. Here the exchange of W is small next to the rows' traffic, and every
+  row is read from DRAM by one core only (the dim split measured 3-6% slower from 128 rows
+  up, 6-22% faster below).
 - No ``X[idx]`` copy is made and an SVM row with every margin met costs no gradient pass.
   There is no software prefetch: the hardware prefetchers follow each row, and hundreds of
   prefetch hints per block of rows stalled the core (measured 20-40% slower on this 2-core
@@ -608,7 +609,7 @@ def _bounds(n, parts, p):
     return (n * p) // parts, (n * (p + 1)) // parts
 
 
-# --------------------------------------------------------------------- the phases of a step
+# ------------------------------------------------- the phases of a step split by dims (B < 128)
 # A step's batch is taken in blocks of up to BLOCK_ROWS rows. Part p owns the slice
 # [_dedge(p), _dedge(p+1)) of the D dims of W, of its gradient and of every row. Per block:
 #   scores (each part: partial scores of the block's rows over its slice) | barrier |
@@ -740,9 +741,9 @@ JOIN_SLEEPS = 400
 runs the call alone (a threading layer that ran two members on one thread would otherwise
 never finish)."""
 ABANDONED = 1 << 40
-SPLIT_ROWS_FROM = 256
-"""Batches of at least this many rows are split by rows (see :func:`_member_rows`), smaller
-ones by dims (:func:`_member`). Read by :func:`_run` at every call."""
+SPLIT_ROWS_FROM = 128
+"""Batches of at least this many rows are split by rows (:func:`_steps_rows`), smaller ones
+by dims (:func:`_steps`). Read by :func:`_run` at every call."""
 
 
 @njit(**_JIT)
@@ -828,96 +829,24 @@ def _member(m, team, X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, updat
 
 
 @njit(**_JIT)
-def _apply_sum(acc, klo, khi, Wt, lr, two_reg, update, grad_out):
-    """Row-split steps: over the flat slice [klo, khi) sum every part's accumulator in part
-    order (zeroing them), then W -= lr * (sum + 2*reg*W) or grad_out = sum + 2*reg*W."""
-    total = acc[0, klo:khi]
-    for q in range(1, acc.shape[0]):
-        other = acc[q, klo:khi]
-        for k in range(total.shape[0]):
-            total[k] += other[k]
-            other[k] = 0.0
-    if update:
-        _sgd_update(total, Wt[klo:khi], lr, two_reg)
-    else:
-        _full_grad(total, Wt[klo:khi], two_reg, grad_out[klo:khi])
-
-
-@njit(**_JIT)
-def _rows_block_loss(y, rows, b0, nb, S, C, loss_kind, scale, G, g):
-    """Losses of rows[b0:b0+nb] from their full scores S[0:nb]; coefficients into G."""
-    total = 0.0
-    for k in range(nb):
-        total += _row_loss(S[k], y[rows[b0 + k]], C, loss_kind, scale, g, True)
-        for c in range(C):
-            G[k, c] = g[c]
-    return total
-
-
-@njit(**_JIT)
-def _member_rows(m, team, X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, update,
-                 acc, grad_out, loss_parts, sq_parts, sync):
-    """Member m, row-split steps (large batches): part p takes a fixed contiguous share of
-    the batch's rows, all D dims, in blocks of BLOCK_ROWS: the block's scores, then its
-    loss terms and coefficients, then its gradient into acc[p] (the rows still in L2).
-    Then, after a barrier, part p sums the accumulators over its slice of W and updates
-    it; a barrier again."""
-    nparts = acc.shape[0]
-    size = C * DP
-    lr32 = np.float32(lr)
-    two_reg = np.float32(2.0 * reg)
-    S = np.empty((BLOCK_ROWS, C), dtype=np.float64)
-    G = np.empty((BLOCK_ROWS, C), dtype=np.float32)
-    g = np.empty(C, dtype=np.float64)
-    prow = np.zeros(8, dtype=np.int64)
-    G8 = np.zeros((8, C), dtype=np.float32)
-    k = 0
-    for step in range(n_steps):
-        rows = idx[step % idx.shape[0]]
-        B = rows.shape[0]
-        scale = 1.0 / B
-        for p in range(m, nparts, team):
-            lo, hi = _bounds(B, nparts, p)
-            loss = 0.0
-            for b0 in range(lo, hi, BLOCK_ROWS):
-                nb = min(BLOCK_ROWS, hi - b0)
-                _phase_scores(X, rows, b0, nb, Wt, DP, np.int64(0), D, C, S)
-                loss += _rows_block_loss(y, rows, b0, nb, S, C, loss_kind, scale, G, g)
-                _phase_grad(X, rows, b0, nb, G, acc[p], DP, np.int64(0), D, C, prow, G8)
-            loss_parts[step, p] = loss
-            klo, khi = _bounds(size, nparts, p)
-            sq_parts[step, p] = _sumsq(Wt[klo:khi])
-        k += 1
-        _barrier(sync, m, team, k)
-        for p in range(m, nparts, team):
-            klo, khi = _bounds(size, nparts, p)
-            _apply_sum(acc, klo, khi, Wt, lr32, two_reg, update, grad_out)
-        k += 1
-        _barrier(sync, m, team, k)
-
-
-@njit(**_JIT)
-def _run_member(m, team, split_rows, X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind,
-                update, acc, grad_out, PS, G, loss_parts, sq_parts, sync):
-    if split_rows:
-        _member_rows(m, team, X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, update,
-                     acc, grad_out, loss_parts, sq_parts, sync)
-    else:
-        _member(m, team, X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, update, acc,
-                grad_out, PS, G, loss_parts, sq_parts, sync)
-
-
-@njit(**_JIT)
-def _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, groups, loss_kind, pred, losses):
-    """Loss of rows[lo:hi] for `groups` weight matrices at once (no gradient).
+def _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, groups, loss_kind, scale, acc, want_grad,
+               pred, losses):
+    """Loss (and gradient into acc) of rows[lo:hi] over all D dims, for `groups` weight
+    matrices at once: the row split of large batches, and the loss-only passes.
 
     Wt holds groups*C transposed rows (several W's scored in one pass over the rows, as
     random search does with the current W and its candidate). Row losses of group k are
-    summed into losses[k]; group 0's predictions go into pred[lo:hi] when pred is sized.
-    Returns group 0's number of correct predictions.
+    summed into losses[k]; the gradient (group 0 only) goes into acc when want_grad: for
+    every 8 rows with a nonzero g, ``acc += xᵀg`` while those rows are still in cache (an
+    SVM row with every margin met costs no gradient pass). Group 0's predictions go into
+    pred[lo:hi] when pred is sized. Returns group 0's number of correct predictions.
     """
+    zero = np.int64(0)  # not the literal 0: one compiled version of the callees
     GC = groups * C
     S = np.empty((4, GC), dtype=np.float64)
+    G = np.zeros((8, C), dtype=np.float32)
+    prow = np.zeros(8, dtype=np.int64)
+    pending = 0
     g = np.empty(C, dtype=np.float64)
     for k in range(groups):
         losses[k] = 0.0
@@ -926,26 +855,69 @@ def _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, groups, loss_kind, pred, losses
     r = lo
     while r < hi:
         nr = 4 if hi - r >= 4 else 1
-        _phase_scores(X, rows, r, nr, Wt, DP, np.int64(0), D, GC, S)
+        _phase_scores(X, rows, r, nr, Wt, DP, zero, D, GC, S)
         for k in range(nr):
-            yi = y[rows[r + k]]
+            i = rows[r + k]
+            yi = y[i]
             for grp in range(groups):
                 losses[grp] += _row_loss(S[k, grp * C:(grp + 1) * C], yi, C, loss_kind,
-                                         1.0, g, False)
+                                         scale, g, want_grad and grp == 0)
             best = _argmax(S[k], C)
             if best == yi:
                 correct += 1
             if keep_pred:
                 pred[r + k] = best
+            if want_grad:
+                nonzero = False
+                for c in range(C):
+                    G[pending, c] = g[c]
+                    nonzero = nonzero or g[c] != 0.0
+                if nonzero:
+                    prow[pending] = i
+                    pending += 1
+                    if pending == 8:
+                        _accum8(X, prow, G, acc, DP, zero, D, C)
+                        pending = 0
         r += nr
+    for k in range(pending):
+        _accum1(X[prow[k]], G[k], acc, DP, zero, D, C)
     return correct
+
+
+@njit(**_JIT)
+def _sgd_update2(a0, a1, w, lr, two_reg):
+    """Two parts in one pass: w -= lr * ((a0 + a1) + two_reg * w), then a0 = a1 = 0."""
+    for k in range(a0.shape[0]):
+        w[k] = w[k] - lr * ((a0[k] + a1[k]) + two_reg * w[k])
+        a0[k] = 0.0
+        a1[k] = 0.0
+
+
+@njit(**_JIT)
+def _apply(acc, klo, khi, Wt, lr, reg, update, grad_out):
+    """Row split: sum the parts' accumulators over the flat slice [klo, khi) in fixed order
+    (zeroing them), add 2*reg*W, then W -= lr * grad (update) or grad_out = grad."""
+    two_reg = np.float32(2.0 * reg)
+    if update and acc.shape[0] == 2:
+        _sgd_update2(acc[0, klo:khi], acc[1, klo:khi], Wt[klo:khi], np.float32(lr), two_reg)
+        return
+    total = acc[0, klo:khi]
+    for q in range(1, acc.shape[0]):
+        other = acc[q, klo:khi]
+        for k in range(total.shape[0]):
+            total[k] += other[k]
+            other[k] = 0.0
+    if update:
+        _sgd_update(total, Wt[klo:khi], np.float32(lr), two_reg)
+    else:
+        _full_grad(total, Wt[klo:khi], two_reg, grad_out[klo:khi])
 
 
 # ------------------------------------------------------------------------ parallel kernels
 @njit(**_PJIT)
 def _steps(X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, update, out_data, out_reg,
-           acc, grad_out, team, split_rows):
-    """Run n_steps steps on a team of `team` threads, split by rows or by dims.
+           acc, grad_out, team):
+    """Run n_steps steps split by dims, on a team of `team` threads (one parallel region).
 
     Step s uses rows idx[s % len(idx)].
 
@@ -964,13 +936,11 @@ def _steps(X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, update, out_dat
     for m in prange(team):
         how = _join(sync[team], team)
         if how == 1:
-            _run_member(np.int64(m), team, split_rows, X, y, idx, n_steps, Wt, DP, D, C, lr,
-                        reg, loss_kind, update, acc, grad_out, PS, G, loss_parts, sq_parts,
-                        sync)
+            _member(np.int64(m), team, X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind,
+                    update, acc, grad_out, PS, G, loss_parts, sq_parts, sync)
         elif how == 2:
-            _run_member(np.int64(0), np.int64(1), split_rows, X, y, idx, n_steps, Wt, DP, D,
-                        C, lr, reg, loss_kind, update, acc, grad_out, PS, G, loss_parts,
-                        sq_parts, sync)
+            _member(np.int64(0), np.int64(1), X, y, idx, n_steps, Wt, DP, D, C, lr, reg,
+                    loss_kind, update, acc, grad_out, PS, G, loss_parts, sq_parts, sync)
     scale = 1.0 / idx.shape[1]
     for step in range(n_steps):
         data = 0.0
@@ -984,6 +954,42 @@ def _steps(X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, update, out_dat
 
 
 @njit(**_PJIT)
+def _steps_rows(X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, update, out_data,
+                out_reg, acc, grad_out):
+    """Run n_steps steps split by rows (batches of SPLIT_ROWS_FROM rows and more, GD);
+    step s uses rows idx[s % idx.shape[0]]. Same arguments as :func:`_steps` but the team:
+    each step is two parallel regions, the rows' pass and the update. The per-step
+    exchange of W between cores is small next to the rows' traffic here, and each row is
+    read from DRAM by one core only."""
+    nparts = acc.shape[0]
+    size = C * DP
+    # One 64-byte line per part (8 float64) so the parts' running sums never share a line.
+    part_loss = np.zeros((nparts, 8), dtype=np.float64)
+    part_sq = np.zeros((nparts, 8), dtype=np.float64)
+    no_pred = np.empty(0, dtype=np.int32)
+    for s in range(n_steps):
+        rows = idx[s % idx.shape[0]]
+        B = rows.shape[0]
+        scale = 1.0 / B
+        for p in prange(nparts):
+            lo, hi = _bounds(B, nparts, p)
+            _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, 1, loss_kind, scale, acc[p], True,
+                       no_pred, part_loss[p])
+            klo, khi = _bounds(size, nparts, p)
+            part_sq[p, 0] = _sumsq(Wt[klo:khi])
+        data = 0.0
+        sq = 0.0
+        for p in range(nparts):
+            data += part_loss[p, 0]
+            sq += part_sq[p, 0]
+        out_data[s] = data * scale
+        out_reg[s] = reg * sq
+        for p in prange(nparts):
+            klo, khi = _bounds(size, nparts, p)
+            _apply(acc, klo, khi, Wt, lr, reg, update, grad_out)
+
+
+@njit(**_PJIT)
 def _forward(X, y, rows, Wt, DP, D, C, groups, loss_kind, nparts, pred, losses):
     """Mean data loss of each of `groups` W's on rows into losses; returns group 0's
     number of correct predictions (labels into pred when sized)."""
@@ -991,10 +997,11 @@ def _forward(X, y, rows, Wt, DP, D, C, groups, loss_kind, nparts, pred, losses):
     part_loss = np.zeros((nparts, groups + 8), dtype=np.float64)
     part_correct = np.zeros((nparts, 8), dtype=np.int64)
     B = rows.shape[0]
+    dummy = np.empty(0, dtype=np.float32)
     for p in prange(nparts):
         lo, hi = _bounds(B, nparts, p)
         part_correct[p, 0] = _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, groups, loss_kind,
-                                        pred, part_loss[p])
+                                        1.0, dummy, False, pred, part_loss[p])
     correct = 0
     for k in range(groups):
         losses[k] = 0.0
@@ -1062,10 +1069,12 @@ def _run(X, y, idx, n_steps, W, lr, reg, loss_kind, update, out_data, out_reg, g
     # Contiguous float64 outputs keep to one compiled specialization.
     od = out_data if out_data.flags.c_contiguous else np.empty(n_steps)
     orr = out_reg if out_reg.flags.c_contiguous else np.empty(n_steps)
-    _parallel("steps", idx.shape[-1], n_steps * idx.shape[-1], _steps,
-              X, y, idx, n_steps, Wt, DP, D, C, float(lr), float(reg), int(loss_kind),
-              bool(update), od, orr, acc, grad_out, _TEAM,
-              idx.shape[-1] >= SPLIT_ROWS_FROM)
+    args = (X, y, idx, n_steps, Wt, DP, D, C, float(lr), float(reg), int(loss_kind),
+            bool(update), od, orr, acc, grad_out)
+    if idx.shape[-1] >= SPLIT_ROWS_FROM:
+        _parallel("steps", idx.shape[-1], n_steps * idx.shape[-1], _steps_rows, *args)
+    else:
+        _parallel("steps", idx.shape[-1], n_steps * idx.shape[-1], _steps, *args, _TEAM)
     if od is not out_data:
         out_data[:n_steps] = od[:n_steps]
     if orr is not out_reg:

@@ -369,14 +369,25 @@ def test_interrupt_while_waiting_is_raised_after_the_call_returns():
 
 
 def _raw_steps(X, y, idx, W, kind, nparts, team, split_rows):
-    """kernels._steps called directly with `nparts` accumulators and a team of `team`."""
+    """The step kernel called directly with `nparts` accumulators: the dim split on a team
+    of `team` threads, or the row split on `team` Numba threads."""
     D, C = W.shape
     DP = kernels.padded_dim(D)
     Wt = kernels._to_t(W, DP)
     out_d, out_r = np.empty(len(idx)), np.empty(len(idx))
     acc = np.zeros((nparts, C * DP), np.float32)
-    formed = kernels._steps(X, y, idx, len(idx), Wt, DP, D, C, 1e-2, 0.1, kind, True, out_d,
-                            out_r, acc, np.empty(0, np.float32), team, split_rows)
+    args = (X, y, idx, len(idx), Wt, DP, D, C, 1e-2, 0.1, kind, True, out_d, out_r, acc,
+            np.empty(0, np.float32))
+    formed = True
+    if split_rows:
+        before = numba.get_num_threads()
+        numba.set_num_threads(min(team, numba.config.NUMBA_NUM_THREADS))
+        try:
+            kernels._steps_rows(*args)
+        finally:
+            numba.set_num_threads(before)
+    else:
+        formed = kernels._steps(*args, team)
     Wn = np.empty_like(W)
     kernels._from_t(Wt, DP, Wn)
     assert not acc.any()  # accumulators are left zeroed for the next call
@@ -385,8 +396,8 @@ def _raw_steps(X, y, idx, W, kind, nparts, team, split_rows):
 
 @pytest.mark.parametrize("split_rows", [False, True])
 def test_parts_and_team_size_never_change_the_bits(split_rows):
-    # 5 parts on teams of 1, 2 and 3 threads: members run several parts, some run more
-    # parts than others; every part's work and the order of the sums stay the same.
+    # 5 parts on 1, 2 and 3 threads: a thread runs several parts, some more than others;
+    # every part's work and the order of the sums stay the same.
     X, y, W = _data(D=100)
     idx = np.random.default_rng(13).integers(0, 500, (4, 300))
     base = _raw_steps(X, y, idx, W, kernels.SOFTMAX, 5, 1, split_rows)

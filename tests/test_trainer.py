@@ -215,12 +215,14 @@ def test_on_diverge_stop_finishes_and_rescue_continues(tiny):
     for _ in range(300):
         if t.run_chunk() == 0:
             break
-    assert t.state is State.FINISHED and t.summary()["diverged"]
+    assert t.state is State.FINISHED and t.summary()["diverged"], (t.state, t.step,
+                                                                   t.summary())
     r = make(tiny, seed=0, on_diverge="rescue")
     run_steps(r, 200)
     r.send("lr", r.config.lr * 1e4)
     run_steps(r, 300)
-    assert r.rescues >= 1 and r.state is State.RUNNING
+    assert r.rescues >= 1 and r.state is State.RUNNING, (r.state, r.step, r.rescues,
+                                                         r.history.snapshot().events)
 
 
 def test_healthy_runs_raise_no_alarm(tiny):
