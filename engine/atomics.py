@@ -92,15 +92,20 @@ def compare_exchange(typingctx, arr, i, expected, value):
     return types.boolean(arr, i, expected, value), codegen
 
 
+def _emit_pause(builder) -> None:
+    """The x86 ``pause`` instruction; nothing on other machines."""
+    if _X86:
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                            "llvm.x86.sse2.pause")
+        builder.call(fn, [])
+
+
 @intrinsic
 def pause(typingctx):
     """Spin-wait hint to the core (x86 ``pause``); nothing on other machines."""
 
     def codegen(context, builder, sig, args):
-        if _X86:
-            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
-                                                "llvm.x86.sse2.pause")
-            builder.call(fn, [])
+        _emit_pause(builder)
         return context.get_dummy_value()
 
     return types.void(), codegen
@@ -120,10 +125,8 @@ def sleep_us(typingctx, us):
                                                                 [ir.IntType(32)]),
                                                 "usleep")
             builder.call(fn, [context.cast(builder, args[0], sig.args[0], types.uint32)])
-        elif _X86:
-            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
-                                                "llvm.x86.sse2.pause")
-            builder.call(fn, [])
+        else:
+            _emit_pause(builder)
         return context.get_dummy_value()
 
     return types.void(us), codegen

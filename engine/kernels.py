@@ -13,13 +13,13 @@ How a step runs (``sgd_steps``, ``gd_steps``, ``loss_and_grad``):
   partition depends only on B, D and NPART, never on the number of threads that run it
   (``numba.set_num_threads(1)`` gives the same bits).
 - Batches of fewer than ``SPLIT_ROWS_FROM`` (128) rows are split by dims (:func:`_steps`):
-  part p owns a slice of the D dims of W, of its gradient and of every row. In blocks of up
-  to BLOCK_ROWS rows, each part computes the partial scores of the rows over its slice;
+  part p owns a slice of the D dims of W, of its gradient and of every row. Each part
+  computes the partial scores of the batch's rows over its slice;
   after a barrier, each takes its share of the rows, sums the partial scores in part order
   and computes the loss terms and gradient coefficients g (C values per row, already
   divided by B); after another barrier, each adds ``xᵀg`` over its slice to its
-  accumulator (8 rows x 5 classes per pass, the rows still in L2) and at the end of the
-  step updates its own slice of W. W and its gradient never move between cores; only
+  accumulator (8 rows x 5 classes per pass, the rows still in L2) and updates its own
+  slice of W. W and its gradient never move between cores; only
   rows x C partial scores and coefficients do. The whole call is one parallel region: a
   team of threads (a member runs parts m, m + team, ...) meets at spin barriers built on
   LLVM atomics (engine/atomics.py). Moving W (123 KB for CIFAR) between the two cores'
@@ -610,15 +610,16 @@ def _bounds(n, parts, p):
 
 
 # ------------------------------------------------- the phases of a step split by dims (B < 128)
-# A step's batch is taken in blocks of up to BLOCK_ROWS rows. Part p owns the slice
-# [_dedge(p), _dedge(p+1)) of the D dims of W, of its gradient and of every row. Per block:
-#   scores (each part: partial scores of the block's rows over its slice) | barrier |
+# Part p owns the slice [_dedge(p), _dedge(p+1)) of the D dims of W, of its gradient and of
+# every row. Per step:
+#   scores (each part: partial scores of the batch's rows over its slice) | barrier |
 #   loss (each part: its share of the rows; scores = sum of the partials in part order,
 #         loss term and coefficients G) | barrier |
-#   gradient (each part: acc[slice] += xᵀG over its slice, rows still in cache).
-# After the last block each part applies the update to its own slice. W and the gradient
-# never leave the core that owns them; what crosses between cores per block is the
-# partial scores (rows x C float64) and G (rows x C float32).
+#   gradient (each part: acc[slice] += xᵀG over its slice, rows still in cache), then the
+#   update of its own slice. W and the gradient never leave the core that owns them; what
+#   crosses between cores is the partial scores (B x C float64) and G (B x C float32).
+# The batch is small (B < SPLIT_ROWS_FROM), so a part's slice of its rows stays in L2 from
+# the scores to the gradient.
 @njit(**_JIT)
 def _dedge(D, nparts, p):
     """First dim of part p's slice (D for p = nparts); slices start on 16-float (64-byte)
@@ -642,13 +643,13 @@ def _phase_scores(X, rows, b0, nb, Wt, DP, dlo, dhi, C, S):
 
 
 @njit(**_JIT)
-def _phase_loss(y, rows, b0, nb, PS, p, C, loss_kind, scale, G, s, g):
-    """Losses of part p's share of the block's rows; their coefficients into G[k, :C].
+def _phase_loss(y, rows, PS, p, C, loss_kind, scale, G, s, g):
+    """Losses of part p's share of the batch's rows; their coefficients into G[k, :C].
 
     A row's scores are the sum of all parts' partial scores PS[q, k] in part order.
     Returns the sum of the rows' losses."""
     nparts = PS.shape[0]
-    lo, hi = _bounds(nb, nparts, p)
+    lo, hi = _bounds(rows.shape[0], nparts, p)
     total = 0.0
     for k in range(lo, hi):
         for c in range(C):
@@ -656,19 +657,19 @@ def _phase_loss(y, rows, b0, nb, PS, p, C, loss_kind, scale, G, s, g):
             for q in range(nparts):
                 v += PS[q, k, c]
             s[c] = v
-        total += _row_loss(s, y[rows[b0 + k]], C, loss_kind, scale, g, True)
+        total += _row_loss(s, y[rows[k]], C, loss_kind, scale, g, True)
         for c in range(C):
             G[k, c] = g[c]
     return total
 
 
 @njit(**_JIT)
-def _phase_grad(X, rows, b0, nb, G, acc, DP, dlo, dhi, C, prow, G8):
-    """acc[:, dlo:dhi] += the block's rows' xᵀG over [dlo, dhi), 8 rows per pass.
+def _phase_grad(X, rows, G, acc, DP, dlo, dhi, C, prow, G8):
+    """acc[:, dlo:dhi] += the rows' xᵀG over [dlo, dhi), 8 rows per pass.
 
     Rows whose coefficients are all zero (an SVM row with every margin met) are skipped."""
     pending = 0
-    for k in range(nb):
+    for k in range(rows.shape[0]):
         nonzero = False
         for c in range(C):
             if G[k, c] != 0.0:  # NaN counts as nonzero: it must reach W
@@ -676,7 +677,7 @@ def _phase_grad(X, rows, b0, nb, G, acc, DP, dlo, dhi, C, prow, G8):
                 break
         if not nonzero:
             continue
-        prow[pending] = rows[b0 + k]
+        prow[pending] = rows[k]
         for c in range(C):
             G8[pending, c] = G[k, c]
         pending += 1
@@ -730,9 +731,6 @@ def _phase_apply(acc, Wt, DP, dlo, dhi, C, lr, two_reg, update, grad_out):
 # One parallel region per call: `team` threads run the parts (member m runs parts m,
 # m + team, ...) and meet at spin barriers between the phases, instead of starting a
 # parallel region per phase. The atomics are LLVM's (engine/atomics.py).
-BLOCK_ROWS = 128
-"""Rows per block: a part's slice of 128 rows (about 768 KiB of CIFAR-sized rows for 2
-parts, twice that on 1 thread) stays in L2 from the scores to the gradient."""
 SPINS = 2000
 """Pause-spins of a waiting thread (~100 µs) before it starts sleeping SLEEP_US at a time."""
 SLEEP_US = 50
@@ -789,7 +787,6 @@ def _member(m, team, X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, updat
             grad_out, PS, G, loss_parts, sq_parts, sync):
     """Member m of a team of `team` threads: every step, its parts' phases (see above)."""
     nparts = acc.shape[0]
-    R = PS.shape[1]
     s = np.empty(C, dtype=np.float64)
     g = np.empty(C, dtype=np.float64)
     prow = np.zeros(8, dtype=np.int64)
@@ -807,25 +804,17 @@ def _member(m, team, X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, updat
             for c in range(C):
                 sq += _sumsq(Wt[c * DP + dlo:c * DP + dhi])
             sq_parts[step, p] = sq
-            loss_parts[step, p] = 0.0
-        for b0 in range(0, B, R):
-            nb = min(R, B - b0)
-            for p in range(m, nparts, team):
-                _phase_scores(X, rows, b0, nb, Wt, DP, _dedge(D, nparts, p),
-                              _dedge(D, nparts, p + 1), C, PS[p])
-            k += 1
-            _barrier(sync, m, team, k)
-            for p in range(m, nparts, team):
-                loss_parts[step, p] += _phase_loss(y, rows, b0, nb, PS, p, C, loss_kind,
-                                                   scale, G, s, g)
-            k += 1
-            _barrier(sync, m, team, k)
-            for p in range(m, nparts, team):
-                _phase_grad(X, rows, b0, nb, G, acc[p], DP, _dedge(D, nparts, p),
-                            _dedge(D, nparts, p + 1), C, prow, G8)
+            _phase_scores(X, rows, np.int64(0), B, Wt, DP, dlo, dhi, C, PS[p])
+        k += 1
+        _barrier(sync, m, team, k)
         for p in range(m, nparts, team):
-            _phase_apply(acc[p], Wt, DP, _dedge(D, nparts, p), _dedge(D, nparts, p + 1), C,
-                         lr32, two_reg, update, grad_out)
+            loss_parts[step, p] = _phase_loss(y, rows, PS, p, C, loss_kind, scale, G, s, g)
+        k += 1
+        _barrier(sync, m, team, k)
+        for p in range(m, nparts, team):
+            dlo, dhi = _dedge(D, nparts, p), _dedge(D, nparts, p + 1)
+            _phase_grad(X, rows, G, acc[p], DP, dlo, dhi, C, prow, G8)
+            _phase_apply(acc[p], Wt, DP, dlo, dhi, C, lr32, two_reg, update, grad_out)
 
 
 @njit(**_JIT)
@@ -927,9 +916,9 @@ def _steps(X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, update, out_dat
     """
     nparts = acc.shape[0]
     team = max(1, min(team, nparts))
-    R = min(BLOCK_ROWS, idx.shape[1])
-    PS = np.zeros((nparts, R, C), dtype=np.float64)
-    G = np.zeros((R, C), dtype=np.float32)
+    B = idx.shape[1]
+    PS = np.zeros((nparts, B, C), dtype=np.float64)
+    G = np.zeros((B, C), dtype=np.float32)
     loss_parts = np.zeros((n_steps, nparts), dtype=np.float64)
     sq_parts = np.zeros((n_steps, nparts), dtype=np.float64)
     sync = np.zeros((team + 1, 8), dtype=np.int64)  # a 64-byte line per member, + state
