@@ -12,39 +12,48 @@ How a step runs (``sgd_steps``, ``gd_steps``, ``loss_and_grad``):
 - Work is divided into ``NPART`` fixed parts, each with its own gradient accumulator; the
   partition depends only on B, D and NPART, never on the number of threads that run it
   (``numba.set_num_threads(1)`` gives the same bits).
+- The arithmetic is two block kernels written with explicit SIMD vectors
+  (engine/simd.py; 16 float32 lanes, one zmm register, where the host has AVX-512):
+  :func:`_scores_block` scores up to BLOCK_ROWS (32) rows over tiles of DIM_TILE (256)
+  dims, 4 rows x 5 classes per pass, so the tile of W stays in L1 while the block's rows
+  pass over it; :func:`_accum_block` adds ``xᵀg`` the same way, the accumulator's tile in
+  L1. Untiled 256-bit loops waited on L2 for W and the gradient (123 KB each for CIFAR)
+  and peaked near 58 GFLOP/s per core; these reach 95-110 in cache on this Xeon.
 - Batches of fewer than ``SPLIT_ROWS_FROM`` (128) rows are split by dims (:func:`_steps`):
   part p owns a slice of the D dims of W, of its gradient and of every row. Each part
   computes the partial scores of the batch's rows over its slice;
   after a barrier, each takes its share of the rows, sums the partial scores in part order
   and computes the loss terms and gradient coefficients g (C values per row, already
   divided by B); after another barrier, each adds ``xᵀg`` over its slice to its
-  accumulator (8 rows x 5 classes per pass, the rows still in L2) and updates its own
-  slice of W. W and its gradient never move between cores; only
+  accumulator (the rows still in L2) and updates its own slice of W. W and its gradient
+  never move between cores; only
   rows x C partial scores and coefficients do. The whole call is one parallel region: a
   team of threads (a member runs parts m, m + team, ...) meets at spin barriers built on
   LLVM atomics (engine/atomics.py). Moving W (123 KB for CIFAR) between the two cores'
   caches and starting two parallel regions every step cost about 45 µs, more than the
   arithmetic of a 32-row step.
 - Larger batches and full-batch GD are split by rows (:func:`_steps_rows`): each part reads
-  each of its rows from memory once, scores 4 rows x 5 classes per pass over D, computes
-  each row's loss term and coefficients, then, for every 8 rows with a nonzero g,
-  ``acc += xᵀg`` while those rows are still in cache. A second parallel pass sums the
+  each of its rows from memory once, a block of 32 rows at a time: the block's scores,
+  each row's loss term and coefficients, then ``acc += xᵀg`` for the block's rows with a
+  nonzero g while they are still in L2. A second parallel pass sums the
   NPART accumulators in fixed order, adds ``2·reg·W`` and applies ``W -= lr · dW`` over
   fixed slices of W. Here the exchange of W is small next to the rows' traffic, and every
   row is read from DRAM by one core only (the dim split measured 3-6% slower from 128 rows
   up, 6-22% faster below).
 - No ``X[idx]`` copy is made and an SVM row with every margin met costs no gradient pass.
-  There is no software prefetch: the hardware prefetchers follow each row, and hundreds of
-  prefetch hints per block of rows stalled the core (measured 20-40% slower on this 2-core
-  Xeon). Results are bit-for-bit deterministic (same inputs, same machine), independent of
-  thread scheduling and of how many steps one call runs.
+  There is no software prefetch: the hardware prefetchers follow each row, and prefetching
+  the next block into L2 measured 5-15% slower (earlier kernels: 20-40%). W, the
+  accumulators and the scratch start on cache lines (a 64-byte vector that straddles two
+  lines costs two loads). Results are bit-for-bit deterministic (same inputs, same
+  machine), independent of thread scheduling and of how many steps one call runs.
 
-Precision: data and weights are float32. Scores are accumulated in float32 (vector lanes,
-reassociated; per slice of dims in the dims split, the slices' sums added in float64) and
-converted to float64 for the loss: loss terms, softmax probabilities, the
-batch loss and ``reg·ΣW²`` are float64. Gradient coefficients, gradient accumulators and the
-update ``W -= lr·(dW + 2·reg·W)`` are float32. Against the float64 reference
-(engine/reference.py) loss and gradient agree to about 1e-6 relative.
+Precision: data and weights are float32. Scores are accumulated in float32 (LANES partial
+sums per row and class, added up in a fixed tree order at the end; per slice of dims in the
+dims split, the slices' sums added in float64) and converted to float64 for the loss: loss
+terms, softmax probabilities, the batch loss and ``reg·ΣW²`` are float64. Gradient
+coefficients, gradient accumulators and the update ``W -= lr·(dW + 2·reg·W)`` are float32.
+Against the float64 reference (engine/reference.py) loss and gradient agree to about 1e-6
+relative.
 
 NaN and inf anywhere (W or X) never crash or hang a kernel: they flow into the losses
 (reported NaN/inf) and the weights. A label outside 0..C-1 makes that row's loss NaN (and it
@@ -85,6 +94,7 @@ from engine.atomics import (
     sleep_us,
     store_release,
 )
+from engine.simd import LANES, vfma, vload, vsplat, vstore, vsum
 
 SVM = 0
 """Loss kind of the multiclass SVM (hinge, delta = 1)."""
@@ -327,225 +337,286 @@ _PJIT = dict(cache=True, nogil=True, fastmath=FASTMATH, parallel=True)
 
 
 # ----------------------------------------------------------------------------- row helpers
-# Scores: 4 rows x 5 classes per pass (20 vector accumulators: each x load feeds 5 FMAs,
-# each W load 4). Gradient: 8 rows x 5 classes per pass (each dW load/store carries 8
-# FMAs). Both work on a slice [dlo, dhi) of the D dims (a part's slice in a step, all of D
-# in a loss-only pass). Loops run over a plain 0..n range so LLVM vectorizes them; leftover
-# classes (C not a multiple of 5) and rows take the 1-wide paths.
 @njit(**_JIT)
-def _scores4(X, rows, r, Wt, DP, dlo, dhi, C, S, o):
-    """Scores of rows[r:r+4] over dims [dlo, dhi) into S[o:o+4, :C] (float64)."""
-    x0 = X[rows[r]][dlo:dhi]
-    x1 = X[rows[r + 1]][dlo:dhi]
-    x2 = X[rows[r + 2]][dlo:dhi]
-    x3 = X[rows[r + 3]][dlo:dhi]
-    n = dhi - dlo
+def _aligned_f32(n):
+    """An uninitialised float32 array of n elements starting on a 64-byte cache line.
+
+    The block kernels' vectors are a cache line wide (AVX-512): a vector that straddles
+    two lines costs two loads, so W, the accumulators and the scratch are line-aligned
+    (DP is a multiple of 16 floats, so every row of them starts on a line too)."""
+    buf = np.empty(n + 16, dtype=np.float32)
+    off = ((64 - buf.ctypes.data % 64) % 64) // 4
+    return buf[off:off + n]
+
+
+# The arithmetic of every pass is two block kernels written with explicit SIMD vectors
+# (engine/simd.py: LANES = 16 floats, one zmm register, on AVX-512 hosts):
+#   scores: a block of up to BLOCK_ROWS rows is scored over tiles of DIM_TILE dims, so the
+#     tile of W (C x 256 floats, 10 KiB for CIFAR) stays in L1 while every row of the block
+#     passes over it; 4 rows x 5 classes per pass over a tile (20 vector accumulators, each
+#     x load feeding 5 FMAs and each W load 4). A (row, class) pair's LANES partial sums
+#     live in the block's scratch P between tiles and are summed once, at the end.
+#   gradient: ``acc += xᵀg`` tile by tile, the accumulator's tile (10 KiB) in L1 while the
+#     rows pass; 4 rows x 5 classes per pass, each accumulator vector updated by 4 FMAs.
+# Untiled, W (123 KB) and the accumulator did not fit in L1 and every 20 FMAs waited on
+# 9 loads from L2; that capped the old 256-bit kernels at about 58 GFLOP/s per core, and
+# 512-bit vectors alone did not help. Dims past the last whole vector (D = 3073: one dim)
+# run as scalars. Each part's slice [dlo, dhi) starts on a whole vector (see _dedge).
+BLOCK_ROWS = 32
+"""Rows per block of the row pass: their partial sums (BLOCK_ROWS x C x LANES floats, 20 KiB
+for 10 classes) and a W tile fit in L1 together; their rows (384 KiB) stay in L2 from the
+scores to the gradient."""
+DIM_TILE = 256
+"""Dims per tile of the scores and gradient kernels (a multiple of LANES)."""
+
+
+@njit(**_JIT)
+def _scores_block(X, rows, r0, nb, Wt, DP, dlo, dhi, C, P, S, o):
+    """Scores of rows[r0:r0+nb] over dims [dlo, dhi) into S[o:o+nb, :C] (float64).
+
+    P: float32 scratch of at least nb*C*LANES, on a cache line.
+    """
+    dv = dhi - (dhi - dlo) % LANES
+    for k in range(nb * C * LANES):
+        P[k] = 0.0
+    c5 = C - C % 5
+    L = LANES
+    for t0 in range(dlo, dv, DIM_TILE):
+        t1 = min(t0 + DIM_TILE, dv)
+        k = 0
+        while k < nb:
+            if nb - k < 4:
+                _scores_row(X[rows[r0 + k]], Wt, DP, t0, t1, C, P, k * C * L)
+                k += 1
+                continue
+            x0 = X[rows[r0 + k]]
+            x1 = X[rows[r0 + k + 1]]
+            x2 = X[rows[r0 + k + 2]]
+            x3 = X[rows[r0 + k + 3]]
+            for c in range(0, c5, 5):
+                p0 = (k * C + c) * L
+                p1 = p0 + C * L
+                p2 = p1 + C * L
+                p3 = p2 + C * L
+                a00 = vload(P, p0)
+                a01 = vload(P, p0 + L)
+                a02 = vload(P, p0 + 2 * L)
+                a03 = vload(P, p0 + 3 * L)
+                a04 = vload(P, p0 + 4 * L)
+                a10 = vload(P, p1)
+                a11 = vload(P, p1 + L)
+                a12 = vload(P, p1 + 2 * L)
+                a13 = vload(P, p1 + 3 * L)
+                a14 = vload(P, p1 + 4 * L)
+                a20 = vload(P, p2)
+                a21 = vload(P, p2 + L)
+                a22 = vload(P, p2 + 2 * L)
+                a23 = vload(P, p2 + 3 * L)
+                a24 = vload(P, p2 + 4 * L)
+                a30 = vload(P, p3)
+                a31 = vload(P, p3 + L)
+                a32 = vload(P, p3 + 2 * L)
+                a33 = vload(P, p3 + 3 * L)
+                a34 = vload(P, p3 + 4 * L)
+                w0 = c * DP
+                w1 = w0 + DP
+                w2 = w1 + DP
+                w3 = w2 + DP
+                w4 = w3 + DP
+                for d in range(t0, t1, L):
+                    e0 = vload(x0, d)
+                    e1 = vload(x1, d)
+                    e2 = vload(x2, d)
+                    e3 = vload(x3, d)
+                    q0 = vload(Wt, w0 + d)
+                    q1 = vload(Wt, w1 + d)
+                    q2 = vload(Wt, w2 + d)
+                    q3 = vload(Wt, w3 + d)
+                    q4 = vload(Wt, w4 + d)
+                    a00 = vfma(e0, q0, a00)
+                    a01 = vfma(e0, q1, a01)
+                    a02 = vfma(e0, q2, a02)
+                    a03 = vfma(e0, q3, a03)
+                    a04 = vfma(e0, q4, a04)
+                    a10 = vfma(e1, q0, a10)
+                    a11 = vfma(e1, q1, a11)
+                    a12 = vfma(e1, q2, a12)
+                    a13 = vfma(e1, q3, a13)
+                    a14 = vfma(e1, q4, a14)
+                    a20 = vfma(e2, q0, a20)
+                    a21 = vfma(e2, q1, a21)
+                    a22 = vfma(e2, q2, a22)
+                    a23 = vfma(e2, q3, a23)
+                    a24 = vfma(e2, q4, a24)
+                    a30 = vfma(e3, q0, a30)
+                    a31 = vfma(e3, q1, a31)
+                    a32 = vfma(e3, q2, a32)
+                    a33 = vfma(e3, q3, a33)
+                    a34 = vfma(e3, q4, a34)
+                vstore(P, p0, a00)
+                vstore(P, p0 + L, a01)
+                vstore(P, p0 + 2 * L, a02)
+                vstore(P, p0 + 3 * L, a03)
+                vstore(P, p0 + 4 * L, a04)
+                vstore(P, p1, a10)
+                vstore(P, p1 + L, a11)
+                vstore(P, p1 + 2 * L, a12)
+                vstore(P, p1 + 3 * L, a13)
+                vstore(P, p1 + 4 * L, a14)
+                vstore(P, p2, a20)
+                vstore(P, p2 + L, a21)
+                vstore(P, p2 + 2 * L, a22)
+                vstore(P, p2 + 3 * L, a23)
+                vstore(P, p2 + 4 * L, a24)
+                vstore(P, p3, a30)
+                vstore(P, p3 + L, a31)
+                vstore(P, p3 + 2 * L, a32)
+                vstore(P, p3 + 3 * L, a33)
+                vstore(P, p3 + 4 * L, a34)
+            for c in range(c5, C):
+                p0 = (k * C + c) * L
+                a00 = vload(P, p0)
+                a10 = vload(P, p0 + C * L)
+                a20 = vload(P, p0 + 2 * C * L)
+                a30 = vload(P, p0 + 3 * C * L)
+                w0 = c * DP
+                for d in range(t0, t1, L):
+                    q0 = vload(Wt, w0 + d)
+                    a00 = vfma(vload(x0, d), q0, a00)
+                    a10 = vfma(vload(x1, d), q0, a10)
+                    a20 = vfma(vload(x2, d), q0, a20)
+                    a30 = vfma(vload(x3, d), q0, a30)
+                vstore(P, p0, a00)
+                vstore(P, p0 + C * L, a10)
+                vstore(P, p0 + 2 * C * L, a20)
+                vstore(P, p0 + 3 * C * L, a30)
+            k += 4
+    for k in range(nb):
+        x = X[rows[r0 + k]]
+        for c in range(C):
+            tail = np.float32(0.0)
+            for d in range(dv, dhi):
+                tail += x[d] * Wt[c * DP + d]
+            S[o + k, c] = np.float64(vsum(vload(P, (k * C + c) * L)) + tail)
+
+
+@njit(**_JIT)
+def _scores_row(x, Wt, DP, t0, t1, C, P, p):
+    """One row's partial sums over the tile [t0, t1) into P[p:p + C*LANES]: 5 classes
+    (5 independent FMA chains) per pass."""
+    L = LANES
     c5 = C - C % 5
     for c in range(0, c5, 5):
-        w0 = Wt[c * DP + dlo:c * DP + dhi]
-        w1 = Wt[(c + 1) * DP + dlo:(c + 1) * DP + dhi]
-        w2 = Wt[(c + 2) * DP + dlo:(c + 2) * DP + dhi]
-        w3 = Wt[(c + 3) * DP + dlo:(c + 3) * DP + dhi]
-        w4 = Wt[(c + 4) * DP + dlo:(c + 4) * DP + dhi]
-        a00 = a01 = a02 = a03 = a04 = np.float32(0.0)
-        a10 = a11 = a12 = a13 = a14 = np.float32(0.0)
-        a20 = a21 = a22 = a23 = a24 = np.float32(0.0)
-        a30 = a31 = a32 = a33 = a34 = np.float32(0.0)
-        for d in range(n):
-            e0 = x0[d]
-            e1 = x1[d]
-            e2 = x2[d]
-            e3 = x3[d]
-            q0 = w0[d]
-            q1 = w1[d]
-            q2 = w2[d]
-            q3 = w3[d]
-            q4 = w4[d]
-            a00 += e0 * q0
-            a01 += e0 * q1
-            a02 += e0 * q2
-            a03 += e0 * q3
-            a04 += e0 * q4
-            a10 += e1 * q0
-            a11 += e1 * q1
-            a12 += e1 * q2
-            a13 += e1 * q3
-            a14 += e1 * q4
-            a20 += e2 * q0
-            a21 += e2 * q1
-            a22 += e2 * q2
-            a23 += e2 * q3
-            a24 += e2 * q4
-            a30 += e3 * q0
-            a31 += e3 * q1
-            a32 += e3 * q2
-            a33 += e3 * q3
-            a34 += e3 * q4
-        S[o, c] = a00
-        S[o, c + 1] = a01
-        S[o, c + 2] = a02
-        S[o, c + 3] = a03
-        S[o, c + 4] = a04
-        S[o + 1, c] = a10
-        S[o + 1, c + 1] = a11
-        S[o + 1, c + 2] = a12
-        S[o + 1, c + 3] = a13
-        S[o + 1, c + 4] = a14
-        S[o + 2, c] = a20
-        S[o + 2, c + 1] = a21
-        S[o + 2, c + 2] = a22
-        S[o + 2, c + 3] = a23
-        S[o + 2, c + 4] = a24
-        S[o + 3, c] = a30
-        S[o + 3, c + 1] = a31
-        S[o + 3, c + 2] = a32
-        S[o + 3, c + 3] = a33
-        S[o + 3, c + 4] = a34
+        q = p + c * L
+        a0 = vload(P, q)
+        a1 = vload(P, q + L)
+        a2 = vload(P, q + 2 * L)
+        a3 = vload(P, q + 3 * L)
+        a4 = vload(P, q + 4 * L)
+        w0 = c * DP
+        for d in range(t0, t1, L):
+            e = vload(x, d)
+            a0 = vfma(e, vload(Wt, w0 + d), a0)
+            a1 = vfma(e, vload(Wt, w0 + DP + d), a1)
+            a2 = vfma(e, vload(Wt, w0 + 2 * DP + d), a2)
+            a3 = vfma(e, vload(Wt, w0 + 3 * DP + d), a3)
+            a4 = vfma(e, vload(Wt, w0 + 4 * DP + d), a4)
+        vstore(P, q, a0)
+        vstore(P, q + L, a1)
+        vstore(P, q + 2 * L, a2)
+        vstore(P, q + 3 * L, a3)
+        vstore(P, q + 4 * L, a4)
     for c in range(c5, C):
-        w0 = Wt[c * DP + dlo:c * DP + dhi]
-        a00 = a10 = a20 = a30 = np.float32(0.0)
-        for d in range(n):
-            q0 = w0[d]
-            a00 += x0[d] * q0
-            a10 += x1[d] * q0
-            a20 += x2[d] * q0
-            a30 += x3[d] * q0
-        S[o, c] = a00
-        S[o + 1, c] = a10
-        S[o + 2, c] = a20
-        S[o + 3, c] = a30
+        q = p + c * L
+        a0 = vload(P, q)
+        for d in range(t0, t1, L):
+            a0 = vfma(vload(x, d), vload(Wt, c * DP + d), a0)
+        vstore(P, q, a0)
 
 
 @njit(**_JIT)
-def _scores1(X, rows, r, Wt, DP, dlo, dhi, C, S, o):
-    """Scores of row rows[r] over dims [dlo, dhi) into S[o, :C]."""
-    x0 = X[rows[r]][dlo:dhi]
-    n = dhi - dlo
-    for c in range(C):
-        w0 = Wt[c * DP + dlo:c * DP + dhi]
-        a00 = np.float32(0.0)
-        for d in range(n):
-            a00 += x0[d] * w0[d]
-        S[o, c] = a00
+def _accum_block(X, brow, nb, G, acc, DP, dlo, dhi, C):
+    """acc[c, dlo:dhi] += sum over k < nb of G[k, c] * X[brow[k], dlo:dhi] (acc flat (C, DP)).
 
-
-ACC_TILE = 512
-"""Dims per tile of the gradient pass: 8 rows' and 10 classes' tiles (36 KiB) stay in L1
-while every class group passes over them. Each gradient element gets the same 8-term sum
-whatever the tiling, so the tile size never changes the results."""
-
-
-@njit(**_JIT)
-def _accum8(X, prow, G, acc, DP, dlo, dhi, C):
-    """acc[c, dlo:dhi] += sum_r G[r, c] * X[prow[r], dlo:dhi] for 8 rows (acc: flat (C, DP)),
-    in tiles of ACC_TILE dims."""
-    for t in range(dlo, dhi, ACC_TILE):
-        _accum8_tile(X, prow, G, acc, DP, t, min(t + ACC_TILE, dhi), C)
-
-
-@njit(**_JIT)
-def _accum8_tile(X, prow, G, acc, DP, dlo, dhi, C):
-    """One tile of :func:`_accum8`."""
-    x0 = X[prow[0]][dlo:dhi]
-    x1 = X[prow[1]][dlo:dhi]
-    x2 = X[prow[2]][dlo:dhi]
-    x3 = X[prow[3]][dlo:dhi]
-    x4 = X[prow[4]][dlo:dhi]
-    x5 = X[prow[5]][dlo:dhi]
-    x6 = X[prow[6]][dlo:dhi]
-    x7 = X[prow[7]][dlo:dhi]
-    n = dhi - dlo
+    Rows are added in order k = 0, 1, ... to each element (one rounding per FMA), so the
+    result depends on the rows' order only, not on tiles or threads."""
+    dv = dhi - (dhi - dlo) % LANES
     c5 = C - C % 5
-    for c in range(0, c5, 5):
-        b0 = acc[c * DP + dlo:c * DP + dhi]
-        b1 = acc[(c + 1) * DP + dlo:(c + 1) * DP + dhi]
-        b2 = acc[(c + 2) * DP + dlo:(c + 2) * DP + dhi]
-        b3 = acc[(c + 3) * DP + dlo:(c + 3) * DP + dhi]
-        b4 = acc[(c + 4) * DP + dlo:(c + 4) * DP + dhi]
-        g00 = G[0, c]
-        g01 = G[1, c]
-        g02 = G[2, c]
-        g03 = G[3, c]
-        g04 = G[4, c]
-        g05 = G[5, c]
-        g06 = G[6, c]
-        g07 = G[7, c]
-        g10 = G[0, c + 1]
-        g11 = G[1, c + 1]
-        g12 = G[2, c + 1]
-        g13 = G[3, c + 1]
-        g14 = G[4, c + 1]
-        g15 = G[5, c + 1]
-        g16 = G[6, c + 1]
-        g17 = G[7, c + 1]
-        g20 = G[0, c + 2]
-        g21 = G[1, c + 2]
-        g22 = G[2, c + 2]
-        g23 = G[3, c + 2]
-        g24 = G[4, c + 2]
-        g25 = G[5, c + 2]
-        g26 = G[6, c + 2]
-        g27 = G[7, c + 2]
-        g30 = G[0, c + 3]
-        g31 = G[1, c + 3]
-        g32 = G[2, c + 3]
-        g33 = G[3, c + 3]
-        g34 = G[4, c + 3]
-        g35 = G[5, c + 3]
-        g36 = G[6, c + 3]
-        g37 = G[7, c + 3]
-        g40 = G[0, c + 4]
-        g41 = G[1, c + 4]
-        g42 = G[2, c + 4]
-        g43 = G[3, c + 4]
-        g44 = G[4, c + 4]
-        g45 = G[5, c + 4]
-        g46 = G[6, c + 4]
-        g47 = G[7, c + 4]
-        for d in range(n):
-            e0 = x0[d]
-            e1 = x1[d]
-            e2 = x2[d]
-            e3 = x3[d]
-            e4 = x4[d]
-            e5 = x5[d]
-            e6 = x6[d]
-            e7 = x7[d]
-            b0[d] += (g00 * e0 + g01 * e1 + g02 * e2 + g03 * e3
-                      + g04 * e4 + g05 * e5 + g06 * e6 + g07 * e7)
-            b1[d] += (g10 * e0 + g11 * e1 + g12 * e2 + g13 * e3
-                      + g14 * e4 + g15 * e5 + g16 * e6 + g17 * e7)
-            b2[d] += (g20 * e0 + g21 * e1 + g22 * e2 + g23 * e3
-                      + g24 * e4 + g25 * e5 + g26 * e6 + g27 * e7)
-            b3[d] += (g30 * e0 + g31 * e1 + g32 * e2 + g33 * e3
-                      + g34 * e4 + g35 * e5 + g36 * e6 + g37 * e7)
-            b4[d] += (g40 * e0 + g41 * e1 + g42 * e2 + g43 * e3
-                      + g44 * e4 + g45 * e5 + g46 * e6 + g47 * e7)
-    for c in range(c5, C):
-        b0 = acc[c * DP + dlo:c * DP + dhi]
-        g00 = G[0, c]
-        g01 = G[1, c]
-        g02 = G[2, c]
-        g03 = G[3, c]
-        g04 = G[4, c]
-        g05 = G[5, c]
-        g06 = G[6, c]
-        g07 = G[7, c]
-        for d in range(n):
-            b0[d] += (g00 * x0[d] + g01 * x1[d] + g02 * x2[d] + g03 * x3[d]
-                      + g04 * x4[d] + g05 * x5[d] + g06 * x6[d] + g07 * x7[d])
-
-
-@njit(**_JIT)
-def _accum1(x, g, acc, DP, dlo, dhi, C):
-    """acc[c, dlo:dhi] += g[c] * x[dlo:dhi]."""
-    x0 = x[dlo:dhi]
-    n = dhi - dlo
-    for c in range(C):
-        g0 = g[c]
-        b0 = acc[c * DP + dlo:c * DP + dhi]
-        for d in range(n):
-            b0[d] += g0 * x0[d]
+    L = LANES
+    for t0 in range(dlo, dv, DIM_TILE):
+        t1 = min(t0 + DIM_TILE, dv)
+        k = 0
+        while k < nb:
+            if nb - k < 4:
+                x0 = X[brow[k]]
+                for c in range(C):
+                    g0 = vsplat(G[k, c])
+                    w0 = c * DP
+                    for d in range(t0, t1, L):
+                        vstore(acc, w0 + d, vfma(g0, vload(x0, d), vload(acc, w0 + d)))
+                k += 1
+                continue
+            x0 = X[brow[k]]
+            x1 = X[brow[k + 1]]
+            x2 = X[brow[k + 2]]
+            x3 = X[brow[k + 3]]
+            for c in range(0, c5, 5):
+                g00 = vsplat(G[k, c])
+                g01 = vsplat(G[k + 1, c])
+                g02 = vsplat(G[k + 2, c])
+                g03 = vsplat(G[k + 3, c])
+                g10 = vsplat(G[k, c + 1])
+                g11 = vsplat(G[k + 1, c + 1])
+                g12 = vsplat(G[k + 2, c + 1])
+                g13 = vsplat(G[k + 3, c + 1])
+                g20 = vsplat(G[k, c + 2])
+                g21 = vsplat(G[k + 1, c + 2])
+                g22 = vsplat(G[k + 2, c + 2])
+                g23 = vsplat(G[k + 3, c + 2])
+                g30 = vsplat(G[k, c + 3])
+                g31 = vsplat(G[k + 1, c + 3])
+                g32 = vsplat(G[k + 2, c + 3])
+                g33 = vsplat(G[k + 3, c + 3])
+                g40 = vsplat(G[k, c + 4])
+                g41 = vsplat(G[k + 1, c + 4])
+                g42 = vsplat(G[k + 2, c + 4])
+                g43 = vsplat(G[k + 3, c + 4])
+                w0 = c * DP
+                w1 = w0 + DP
+                w2 = w1 + DP
+                w3 = w2 + DP
+                w4 = w3 + DP
+                for d in range(t0, t1, L):
+                    e0 = vload(x0, d)
+                    e1 = vload(x1, d)
+                    e2 = vload(x2, d)
+                    e3 = vload(x3, d)
+                    vstore(acc, w0 + d, vfma(g03, e3, vfma(g02, e2, vfma(
+                        g01, e1, vfma(g00, e0, vload(acc, w0 + d))))))
+                    vstore(acc, w1 + d, vfma(g13, e3, vfma(g12, e2, vfma(
+                        g11, e1, vfma(g10, e0, vload(acc, w1 + d))))))
+                    vstore(acc, w2 + d, vfma(g23, e3, vfma(g22, e2, vfma(
+                        g21, e1, vfma(g20, e0, vload(acc, w2 + d))))))
+                    vstore(acc, w3 + d, vfma(g33, e3, vfma(g32, e2, vfma(
+                        g31, e1, vfma(g30, e0, vload(acc, w3 + d))))))
+                    vstore(acc, w4 + d, vfma(g43, e3, vfma(g42, e2, vfma(
+                        g41, e1, vfma(g40, e0, vload(acc, w4 + d))))))
+            for c in range(c5, C):
+                g00 = vsplat(G[k, c])
+                g01 = vsplat(G[k + 1, c])
+                g02 = vsplat(G[k + 2, c])
+                g03 = vsplat(G[k + 3, c])
+                w0 = c * DP
+                for d in range(t0, t1, L):
+                    vstore(acc, w0 + d, vfma(g03, vload(x3, d), vfma(g02, vload(x2, d), vfma(
+                        g01, vload(x1, d), vfma(g00, vload(x0, d), vload(acc, w0 + d))))))
+            k += 4
+    for k in range(nb):
+        x = X[brow[k]]
+        for c in range(C):
+            g = G[k, c]
+            for d in range(dv, dhi):
+                acc[c * DP + d] += g * x[d]
 
 
 @njit(**_JIT)
@@ -630,16 +701,13 @@ def _dedge(D, nparts, p):
 
 
 @njit(**_JIT)
-def _phase_scores(X, rows, b0, nb, Wt, DP, dlo, dhi, C, S):
-    """Partial scores over dims [dlo, dhi) of rows[b0:b0+nb] into S[0:nb, :C]."""
-    k = np.int64(0)  # not the literal 0: one compiled version of the callees
-    while k < nb:
-        if nb - k >= 4:
-            _scores4(X, rows, b0 + k, Wt, DP, dlo, dhi, C, S, k)
-            k += 4
-        else:
-            _scores1(X, rows, b0 + k, Wt, DP, dlo, dhi, C, S, k)
-            k += 1
+def _phase_scores(X, rows, Wt, DP, dlo, dhi, C, P, S):
+    """Partial scores over dims [dlo, dhi) of all the batch's rows into S[:B, :C], a block
+    of BLOCK_ROWS rows at a time (P: the block kernel's scratch)."""
+    B = rows.shape[0]
+    for b0 in range(0, B, BLOCK_ROWS):
+        nb = min(BLOCK_ROWS, B - b0)
+        _scores_block(X, rows, b0, nb, Wt, DP, dlo, dhi, C, P, S, b0)
 
 
 @njit(**_JIT)
@@ -664,28 +732,32 @@ def _phase_loss(y, rows, PS, p, C, loss_kind, scale, G, s, g):
 
 
 @njit(**_JIT)
-def _phase_grad(X, rows, G, acc, DP, dlo, dhi, C, prow, G8):
-    """acc[:, dlo:dhi] += the rows' xᵀG over [dlo, dhi), 8 rows per pass.
+def _phase_grad(X, rows, G, acc, DP, dlo, dhi, C, brow, GB):
+    """acc[:, dlo:dhi] += the rows' xᵀG over [dlo, dhi).
 
-    Rows whose coefficients are all zero (an SVM row with every margin met) are skipped."""
-    pending = 0
+    Rows whose coefficients are all zero (an SVM row with every margin met) are left out:
+    the others' indices and coefficients are packed into brow and GB first."""
+    nb = _pack_rows(rows, G, C, brow, GB)
+    _accum_block(X, brow, nb, GB, acc, DP, dlo, dhi, C)
+
+
+@njit(**_JIT)
+def _pack_rows(rows, G, C, brow, GB):
+    """Copy the rows with a nonzero coefficient (NaN counts: it must reach W) and their
+    coefficients G[k] into brow[:n], GB[:n]; returns n."""
+    n = 0
     for k in range(rows.shape[0]):
         nonzero = False
         for c in range(C):
-            if G[k, c] != 0.0:  # NaN counts as nonzero: it must reach W
+            if G[k, c] != 0.0:
                 nonzero = True
                 break
-        if not nonzero:
-            continue
-        prow[pending] = rows[k]
-        for c in range(C):
-            G8[pending, c] = G[k, c]
-        pending += 1
-        if pending == 8:
-            _accum8(X, prow, G8, acc, DP, dlo, dhi, C)
-            pending = 0
-    for k in range(pending):
-        _accum1(X[prow[k]], G8[k], acc, DP, dlo, dhi, C)
+        if nonzero:
+            brow[n] = rows[k]
+            for c in range(C):
+                GB[n, c] = G[k, c]
+            n += 1
+    return n
 
 
 @njit(**_JIT)
@@ -789,14 +861,15 @@ def _member(m, team, X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, updat
     nparts = acc.shape[0]
     s = np.empty(C, dtype=np.float64)
     g = np.empty(C, dtype=np.float64)
-    prow = np.zeros(8, dtype=np.int64)
-    G8 = np.zeros((8, C), dtype=np.float32)
+    B = idx.shape[1]
+    P = _aligned_f32(BLOCK_ROWS * C * LANES)
+    brow = np.empty(B, dtype=np.int64)
+    GB = np.empty((B, C), dtype=np.float32)
     lr32 = np.float32(lr)
     two_reg = np.float32(2.0 * reg)
     k = 0
     for step in range(n_steps):
         rows = idx[step % idx.shape[0]]
-        B = rows.shape[0]
         scale = 1.0 / B
         for p in range(m, nparts, team):
             dlo, dhi = _dedge(D, nparts, p), _dedge(D, nparts, p + 1)
@@ -804,7 +877,7 @@ def _member(m, team, X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, updat
             for c in range(C):
                 sq += _sumsq(Wt[c * DP + dlo:c * DP + dhi])
             sq_parts[step, p] = sq
-            _phase_scores(X, rows, np.int64(0), B, Wt, DP, dlo, dhi, C, PS[p])
+            _phase_scores(X, rows, Wt, DP, dlo, dhi, C, P, PS[p])
         k += 1
         _barrier(sync, m, team, k)
         for p in range(m, nparts, team):
@@ -813,7 +886,7 @@ def _member(m, team, X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, updat
         _barrier(sync, m, team, k)
         for p in range(m, nparts, team):
             dlo, dhi = _dedge(D, nparts, p), _dedge(D, nparts, p + 1)
-            _phase_grad(X, rows, G, acc[p], DP, dlo, dhi, C, prow, G8)
+            _phase_grad(X, rows, G, acc[p], DP, dlo, dhi, C, brow, GB)
             _phase_apply(acc[p], Wt, DP, dlo, dhi, C, lr32, two_reg, update, grad_out)
 
 
@@ -825,27 +898,28 @@ def _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, groups, loss_kind, scale, acc, 
 
     Wt holds groups*C transposed rows (several W's scored in one pass over the rows, as
     random search does with the current W and its candidate). Row losses of group k are
-    summed into losses[k]; the gradient (group 0 only) goes into acc when want_grad: for
-    every 8 rows with a nonzero g, ``acc += xᵀg`` while those rows are still in cache (an
-    SVM row with every margin met costs no gradient pass). Group 0's predictions go into
-    pred[lo:hi] when pred is sized. Returns group 0's number of correct predictions.
+    summed into losses[k]; the gradient (group 0 only) goes into acc when want_grad. The
+    rows go a block of BLOCK_ROWS at a time: scores, then each row's loss and coefficients
+    g, then ``acc += xᵀg`` for the block's rows with a nonzero g while they are still in
+    L2 (an SVM row with every margin met costs no gradient pass). Group 0's predictions go
+    into pred[lo:hi] when pred is sized. Returns group 0's number of correct predictions.
     """
     zero = np.int64(0)  # not the literal 0: one compiled version of the callees
     GC = groups * C
-    S = np.empty((4, GC), dtype=np.float64)
-    G = np.zeros((8, C), dtype=np.float32)
-    prow = np.zeros(8, dtype=np.int64)
-    pending = 0
+    P = _aligned_f32(BLOCK_ROWS * GC * LANES)
+    S = np.empty((BLOCK_ROWS, GC), dtype=np.float64)
+    GB = np.empty((BLOCK_ROWS, C), dtype=np.float32)
+    brow = np.empty(BLOCK_ROWS, dtype=np.int64)
     g = np.empty(C, dtype=np.float64)
     for k in range(groups):
         losses[k] = 0.0
     correct = 0
     keep_pred = pred.shape[0] > 0
-    r = lo
-    while r < hi:
-        nr = 4 if hi - r >= 4 else 1
-        _phase_scores(X, rows, r, nr, Wt, DP, zero, D, GC, S)
-        for k in range(nr):
+    for r in range(lo, hi, BLOCK_ROWS):
+        nb = min(BLOCK_ROWS, hi - r)
+        _scores_block(X, rows, r, nb, Wt, DP, zero, D, GC, P, S, zero)
+        n = 0
+        for k in range(nb):
             i = rows[r + k]
             yi = y[i]
             for grp in range(groups):
@@ -859,17 +933,13 @@ def _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, groups, loss_kind, scale, acc, 
             if want_grad:
                 nonzero = False
                 for c in range(C):
-                    G[pending, c] = g[c]
+                    GB[n, c] = g[c]
                     nonzero = nonzero or g[c] != 0.0
                 if nonzero:
-                    prow[pending] = i
-                    pending += 1
-                    if pending == 8:
-                        _accum8(X, prow, G, acc, DP, zero, D, C)
-                        pending = 0
-        r += nr
-    for k in range(pending):
-        _accum1(X[prow[k]], G[k], acc, DP, zero, D, C)
+                    brow[n] = i
+                    n += 1
+        if n > 0:
+            _accum_block(X, brow, n, GB, acc, DP, zero, D, C)
     return correct
 
 
@@ -1005,9 +1075,10 @@ def _forward(X, y, rows, Wt, DP, D, C, groups, loss_kind, nparts, pred, losses):
 
 @njit(**_JIT)
 def _to_t(W, DP):
-    """W (D, C) -> flat transposed padded (C*DP,) float32, zero padding."""
+    """W (D, C) -> flat transposed padded (C*DP,) float32 on a cache line, zero padding."""
     D, C = W.shape
-    Wt = np.zeros(C * DP, dtype=np.float32)
+    Wt = _aligned_f32(C * DP)
+    Wt[:] = 0.0
     for d in range(D):
         for c in range(C):
             Wt[c * DP + d] = W[d, c]
@@ -1024,6 +1095,14 @@ def _from_t(Wt, DP, W):
 
 
 # ------------------------------------------------------------------------- public wrappers
+def _aligned_zeros(rows: int, n: int) -> np.ndarray:
+    """Zeroed float32 (rows, n) starting on a 64-byte cache line (see :func:`_aligned_f32`;
+    n is a multiple of 16 here, so every row starts on a line)."""
+    buf = np.zeros(rows * n + 16, dtype=np.float32)
+    off = (-buf.ctypes.data % 64) // 4
+    return buf[off:off + rows * n].reshape(rows, n)
+
+
 def _check(X, y, W, *, loss_kind=None, idx=None):
     if X.dtype != np.float32 or X.ndim != 2 or not X.flags.c_contiguous:
         raise ValueError("kernels: X must be a C-contiguous float32 (N, D) array")
@@ -1054,7 +1133,7 @@ def _run(X, y, idx, n_steps, W, lr, reg, loss_kind, update, out_data, out_reg, g
     D, C = W.shape
     DP = padded_dim(D)
     Wt = _to_t(W, DP)
-    acc = np.zeros((NPART, C * DP), dtype=np.float32)
+    acc = _aligned_zeros(NPART, C * DP)
     # Contiguous float64 outputs keep to one compiled specialization.
     od = out_data if out_data.flags.c_contiguous else np.empty(n_steps)
     orr = out_reg if out_reg.flags.c_contiguous else np.empty(n_steps)
@@ -1136,7 +1215,13 @@ def _forward_call(X, y, rows, Ws, loss_kind, pred):
     """Mean data losses of each W in Ws on rows (one pass) and W[0]'s correct count."""
     D, C = Ws[0].shape
     DP = padded_dim(D)
-    Wt = np.concatenate([_to_t(W, DP) for W in Ws]) if len(Ws) > 1 else _to_t(Ws[0], DP)
+    if len(Ws) > 1:
+        Wt = _aligned_zeros(len(Ws), C * DP)
+        for k, W in enumerate(Ws):
+            Wt[k] = _to_t(W, DP)
+        Wt = Wt.reshape(-1)
+    else:
+        Wt = _to_t(Ws[0], DP)
     losses = np.empty(len(Ws))
     correct = _parallel(f"forward{len(Ws)}", rows.shape[0], rows.shape[0], _forward,
                         X, y, rows, Wt, DP, D, C, len(Ws), int(loss_kind), NPART, pred, losses)

@@ -1,0 +1,128 @@
+"""Explicit SIMD vectors (engine/simd.py) and the block kernels built on them, against numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numba import njit
+
+from engine import kernels
+from engine.simd import LANES, vfma, vload, vsplat, vstore, vsum
+
+L = LANES
+
+
+@njit(cache=True, nogil=True)
+def _ops(a, b, c, out):
+    """out[0:L] = a*b + c; out[L:2L] = splat(2.5); returns the lane sum of a (from 1)."""
+    va = vload(a, 1)
+    vstore(out, 0, vfma(va, vload(b, 0), vload(c, 0)))
+    vstore(out, L, vsplat(2.5))
+    return vsum(va)
+
+
+def _tree_sum(v: np.ndarray) -> np.float32:
+    """numpy float32 model of vsum: the halves added lane by lane until one lane is left."""
+    v = v.astype(np.float32)
+    while v.size > 1:
+        h = v.size // 2
+        v = v[:h] + v[h:]
+    return v[0]
+
+
+def test_vector_ops_match_their_numpy_model():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(L + 1).astype(np.float32) * np.float32(1e3)
+    b = rng.standard_normal(L).astype(np.float32)
+    c = rng.standard_normal(L).astype(np.float32)
+    out = np.zeros(2 * L, np.float32)
+    total = _ops(a, b, c, out)
+    # one rounding: the float64 product-sum rounded once to float32
+    expected = (a[1:].astype(np.float64) * b + c).astype(np.float32)
+    assert np.array_equal(out[:L], expected)
+    assert np.all(out[L:] == np.float32(2.5))
+    assert total == _tree_sum(a[1:])  # bit for bit: a fixed order
+
+
+def test_vsum_order_is_fixed_and_visible():
+    # 1e8 + 1 - 1e8 depends on the order of the additions: pin the tree order down
+    v = np.zeros(L + 1, np.float32)
+    v[1], v[2], v[1 + L // 2] = 1e8, 1.0, -1e8
+    got = _ops(v, np.zeros(L, np.float32), np.zeros(L, np.float32), np.zeros(2 * L, np.float32))
+    assert got == _tree_sum(v[1:])
+    assert got == np.float32(1.0)  # the halves pair lane 0 with lane L/2 first
+
+
+@pytest.mark.parametrize("D", [5, 49, 600, 3073])
+@pytest.mark.parametrize("C", [3, 7, 10])
+@pytest.mark.parametrize("nb", [1, 3, 4, 6, 32])
+def test_scores_block_matches_numpy(D, C, nb):
+    rng = np.random.default_rng(D * 100 + C * 10 + nb)
+    X = rng.standard_normal((40, D)).astype(np.float32)
+    W = rng.standard_normal((D, C)).astype(np.float32)
+    DP = kernels.padded_dim(D)
+    Wt = kernels._to_t(W, DP)
+    rows = rng.integers(0, 40, 40)
+    P = kernels._aligned_f32(kernels.BLOCK_ROWS * C * LANES)
+    for dlo, dhi in ((0, D), (16, D), (0, min(D, 32))):
+        if dlo >= dhi:
+            continue
+        S = np.full((nb + 2, C), np.nan)
+        kernels._scores_block(X, rows, 3, nb, Wt, DP, dlo, dhi, C, P, S, 1)
+        expected = X[rows[3:3 + nb], dlo:dhi].astype(np.float64) @ W[dlo:dhi]
+        assert np.isnan(S[0]).all() and np.isnan(S[nb + 1]).all()  # only S[o:o+nb] written
+        np.testing.assert_allclose(S[1:nb + 1], expected, rtol=0, atol=1e-5 * np.sqrt(D) * 4)
+
+
+@pytest.mark.parametrize("D", [5, 49, 600, 3073])
+@pytest.mark.parametrize("C", [3, 7, 10])
+@pytest.mark.parametrize("nb", [1, 3, 4, 6, 33])
+def test_accum_block_matches_numpy(D, C, nb):
+    rng = np.random.default_rng(D * 100 + C * 10 + nb)
+    X = rng.standard_normal((40, D)).astype(np.float32)
+    G = rng.standard_normal((nb, C)).astype(np.float32)
+    brow = rng.integers(0, 40, nb)
+    DP = kernels.padded_dim(D)
+    for dlo, dhi in ((0, D), (16, D)):
+        if dlo >= dhi:
+            continue
+        start = rng.standard_normal((C, DP)).astype(np.float32)
+        acc = kernels._aligned_zeros(1, C * DP)[0]
+        acc[:] = start.reshape(-1)
+        kernels._accum_block(X, brow, nb, G, acc, DP, dlo, dhi, C)
+        got = acc.reshape(C, DP)
+        expected = start.astype(np.float64)
+        expected[:, dlo:dhi] += (X[brow, dlo:dhi].astype(np.float64).T @ G).T
+        np.testing.assert_allclose(got[:, dlo:dhi], expected[:, dlo:dhi], rtol=0,
+                                   atol=1e-5 * np.sqrt(nb) * 8)
+        # outside the slice nothing moves, padding included
+        assert np.array_equal(got[:, :dlo], start[:, :dlo])
+        assert np.array_equal(got[:, dhi:], start[:, dhi:])
+
+
+def test_accum_block_adds_rows_in_their_order_whatever_the_tiling(monkeypatch):
+    # Every element gets its rows' FMAs in row order, so splitting D into other tiles or
+    # a part's slice into pieces gives the same bits.
+    rng = np.random.default_rng(1)
+    D, C, nb = 3073, 10, 13
+    X = rng.standard_normal((nb, D)).astype(np.float32)
+    G = rng.standard_normal((nb, C)).astype(np.float32)
+    brow = np.arange(nb)
+    DP = kernels.padded_dim(D)
+    whole = kernels._aligned_zeros(1, C * DP)[0]
+    kernels._accum_block(X, brow, nb, G, whole, DP, 0, D, C)
+    pieces = kernels._aligned_zeros(1, C * DP)[0]
+    for lo, hi in ((0, 400), (400, 2000), (2000, D)):  # not on tile edges
+        kernels._accum_block(X, brow, nb, G, pieces, DP, lo, hi, C)
+    assert np.array_equal(whole, pieces)
+
+
+def test_aligned_buffers_start_on_cache_lines():
+    for n in (1, 16, 31040, 100_003):
+        assert kernels._aligned_f32(n).ctypes.data % 64 == 0
+        assert kernels._aligned_f32(n).shape == (n,)
+    acc = kernels._aligned_zeros(3, 31040)
+    assert acc.shape == (3, 31040) and not acc.any()
+    assert all(acc[k].ctypes.data % 64 == 0 for k in range(3))
+    W = np.ones((49, 10), np.float32)
+    assert kernels._to_t(W, kernels.padded_dim(49)).ctypes.data % 64 == 0
