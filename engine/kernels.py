@@ -38,8 +38,8 @@ How a step runs (``sgd_steps``, ``gd_steps``, ``loss_and_grad``):
   nonzero g while they are still in L2. A second parallel pass sums the
   NPART accumulators in fixed order, adds ``2·reg·W`` and applies ``W -= lr · dW`` over
   fixed slices of W. Here the exchange of W is small next to the rows' traffic, and every
-  row is read from DRAM by one core only (the dim split measured 3-6% slower from 128 rows
-  up, 6-22% faster below).
+  row is read from DRAM by one core only (with the block kernels the dim split measured
+  5-30% slower from 128 rows up, 27-38% faster below).
 - No ``X[idx]`` copy is made and an SVM row with every margin met costs no gradient pass.
   There is no software prefetch: the hardware prefetchers follow each row, and prefetching
   the next block into L2 measured 5-15% slower (earlier kernels: 20-40%). W, the
