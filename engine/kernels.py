@@ -42,7 +42,9 @@ How a step runs (``sgd_steps``, ``gd_steps``, ``loss_and_grad``):
   5-30% slower from 128 rows up, 27-38% faster below).
 - No ``X[idx]`` copy is made and an SVM row with every margin met costs no gradient pass.
   There is no software prefetch: the hardware prefetchers follow each row, and prefetching
-  the next block into L2 measured 5-15% slower (earlier kernels: 20-40%). W, the
+  the next block into L2 measured 5-17% slower, whether issued while the current block is
+  scored or while its gradient is added (earlier kernels: 20-40%); interleaving one block's
+  scores with the previous block's gradient, tile by tile, was no faster either. W, the
   accumulators and the scratch start on cache lines (a 64-byte vector that straddles two
   lines costs two loads). Results are bit-for-bit deterministic (same inputs, same
   machine), independent of thread scheduling and of how many steps one call runs.
