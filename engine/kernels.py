@@ -13,7 +13,8 @@ How a step runs (``sgd_steps``, ``gd_steps``, ``loss_and_grad``):
   partition depends only on B, D and NPART, never on the number of threads that run it
   (``numba.set_num_threads(1)`` gives the same bits).
 - The arithmetic is two block kernels written with explicit SIMD vectors
-  (engine/simd.py; 16 float32 lanes, one zmm register, where the host has AVX-512):
+  (engine/simd.py; 16 float32 lanes: one zmm register where the host has AVX-512, two ymm
+  halves elsewhere, with the same bits):
   :func:`_scores_block` scores up to BLOCK_ROWS (8) rows over tiles of DIM_TILE (256)
   dims, 4 rows x 5 classes per pass, so the tile of W stays in L1 while the block's rows
   pass over it; :func:`_accum_block` adds ``xᵀg`` the same way, the accumulator's tile in
@@ -96,7 +97,7 @@ from engine.atomics import (
     sleep_us,
     store_release,
 )
-from engine.simd import LANES, vfma, vload, vsplat, vstore, vsum
+from engine.simd import LANES, WIDE, vfma, vload, vsplat, vstore, vsum
 
 SVM = 0
 """Loss kind of the multiclass SVM (hinge, delta = 1)."""
@@ -329,6 +330,21 @@ def _parallel(kind: str, rows: int, units: float, kernel: Callable[..., Any],
     return _KERNEL_THREAD.call(job)
 
 
+def build() -> str:
+    """What the kernels' exact bits may depend on besides their inputs: the sources compiled
+    into them and the CPU LLVM compiles for, e.g. ``"src-7d2c9155c58bc3e5 emeraldrapids"``.
+    The vector width is 16 floats on every CPU (engine/simd.py), so CPUs with and without
+    AVX-512 give the same bits (tested); the CPU is named in case another one does not.
+    Recordings keep it in their header, so verify can tell a real difference from a
+    recording made by another build."""
+    import llvmlite.binding as llvm
+
+    from engine import _sources_digest
+
+    cpu = numba.config.CPU_NAME or llvm.get_host_cpu_name()
+    return f"src-{_sources_digest()} {cpu}"
+
+
 def padded_dim(D: int) -> int:
     """Leading dimension of the transposed weight and gradient buffers for D dims."""
     return ((D + 15) // 16) * 16 + 16
@@ -352,7 +368,8 @@ def _aligned_f32(n):
 
 
 # The arithmetic of every pass is two block kernels written with explicit SIMD vectors
-# (engine/simd.py: LANES = 16 floats, one zmm register, on AVX-512 hosts):
+# (engine/simd.py: LANES = 16 floats, one zmm register on AVX-512 hosts, two ymm elsewhere,
+# where WIDE is False and the kernels take one row at a time: same sums, same bits):
 #   scores: a block of up to BLOCK_ROWS rows is scored over tiles of DIM_TILE dims, so the
 #     tile of W (C x 256 floats, 10 KiB for CIFAR) stays in L1 while every row of the block
 #     passes over it; 4 rows x 5 classes per pass over a tile (20 vector accumulators, each
@@ -390,7 +407,7 @@ def _scores_block(X, rows, r0, nb, Wt, DP, dlo, dhi, C, P, S, o):
         t1 = min(t0 + DIM_TILE, dv)
         k = 0
         while k < nb:
-            if nb - k < 4:
+            if nb - k < 4 or not WIDE:  # 4 rows x 5 classes need 29 vector registers
                 _scores_row(X[rows[r0 + k]], Wt, DP, t0, t1, C, P, k * C * L)
                 k += 1
                 continue
@@ -552,7 +569,7 @@ def _accum_block(X, brow, nb, G, acc, DP, dlo, dhi, C):
         t1 = min(t0 + DIM_TILE, dv)
         k = 0
         while k < nb:
-            if nb - k < 4:
+            if nb - k < 4 or not WIDE:  # one row at a time: the same FMAs in the same order
                 x0 = X[brow[k]]
                 for c in range(C):
                     g0 = vsplat(G[k, c])

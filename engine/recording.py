@@ -112,7 +112,8 @@ def _dec_value(x: Any) -> Any:
 
 
 def versions() -> dict[str, str]:
-    """Versions of descent, numpy, numba and python, for the header."""
+    """Versions of descent, numpy, numba and python and the kernels' build (see
+    :func:`engine.kernels.build`), for the header."""
     out = {"python": platform.python_version(), "numpy": np.__version__}
     try:
         from importlib.metadata import version
@@ -126,6 +127,9 @@ def versions() -> dict[str, str]:
         out["numba"] = numba.__version__
     except Exception:  # noqa: BLE001
         out["numba"] = "unknown"
+    from engine.kernels import build
+
+    out["kernels"] = build()
     return out
 
 

@@ -1,16 +1,19 @@
-"""Explicit float32 SIMD vectors for Numba kernels (an LLVM ``<LANES x float>`` value).
+"""Explicit float32 SIMD vectors for Numba kernels (an LLVM ``<16 x float>`` value).
 
 Numba's loop vectorizer picks its own vector width, and on Xeons with AVX-512 LLVM prefers
 256-bit vectors (``prefer-256-bit``), half of what the two 512-bit FMA units can take. The
-row kernels instead say what they mean: a value of type ``f32v`` is one vector register of
-``LANES`` floats (16 where the host has AVX-512, else 8), and these intrinsics load, store,
-multiply-add and sum it. An explicit 512-bit vector is still lowered to zmm registers under
-``prefer-256-bit`` (that tuning flag only steers the vectorizers), so only the kernels
-written with ``f32v`` change width; every other loop compiles as before.
+row kernels instead say what they mean: a value of type ``f32v`` is a vector of LANES = 16
+floats, and these intrinsics load, store, multiply-add and sum it. An explicit 512-bit
+vector is still lowered to one zmm register under ``prefer-256-bit`` (that tuning flag only
+steers the vectorizers), so only the kernels written with ``f32v`` change width; every
+other loop compiles as before. Without AVX-512, LLVM splits each vector into two 256-bit
+halves (or four 128-bit quarters): the same arithmetic lane by lane, so the same bits on
+every x86 CPU; there are then half as many vector registers, and ``WIDE`` tells kernels
+to keep fewer vectors live at once.
 
 Every operation is exact IEEE single precision in a fixed order: ``vfma`` rounds once,
-``vsum`` adds the halves of the vector (LANES -> LANES/2 -> ... -> 1), so a kernel written
-with them gives the same bits on every run, whatever the thread count.
+``vsum`` adds the halves of the vector (16 -> 8 -> 4 -> 2 -> 1), so a kernel written with
+them gives the same bits on every run, whatever the thread count.
 
 Loads and stores take a 1-D float32 array and the index of the first of LANES consecutive
 elements; there is no bounds check (the caller keeps ``i + LANES <= len``).
@@ -26,21 +29,24 @@ from numba.core import config as numba_config
 from numba.extending import intrinsic, models, register_model
 
 
-def _host_lanes() -> int:
-    """16 float32 lanes where the code is compiled for AVX-512F, else 8 (AVX2 or narrower).
+def _host_has_avx512() -> bool:
+    """Whether the code is compiled for AVX-512F (32 vector registers of 16 floats).
 
     Numba compiles for the host's features unless NUMBA_CPU_FEATURES names others."""
     configured = getattr(numba_config, "CPU_FEATURES", None)
     if configured is not None:
-        return 16 if "+avx512f" in configured.split(",") else 8
+        return "+avx512f" in configured.split(",")
     try:
         features = llvm.get_host_cpu_features()
     except Exception:  # noqa: BLE001 - some hosts cannot report their features
-        return 8
-    return 16 if features.get("avx512f", False) else 8
+        return False
+    return bool(features.get("avx512f", False))
 
 
-LANES = _host_lanes()
+LANES = 16
+"""Floats per vector, on every CPU (the kernels' partial sums, hence their bits, follow it)."""
+WIDE = _host_has_avx512()
+"""True where a vector is one register (AVX-512): kernels may keep ~25 vectors live."""
 _VT = ir.VectorType(ir.FloatType(), LANES)
 _I32 = ir.IntType(32)
 

@@ -153,7 +153,22 @@ def verify(path: str | os.PathLike, *, tolerance: float = 0.0) -> VerifyResult:
         return VerifyResult(EXIT_SAME, f"identical: {what} ({how})", n)
     first = min(diffs, key=lambda r: (r.step if r.step is not None else math.inf))
     first.steps = n
+    first.message += _build_hint(rec.header.get("versions"))
     return first
+
+
+def _build_hint(recorded_versions: Any) -> str:
+    """A note for a difference in a recording made by other kernels (or that does not say
+    which): their last bits can differ, so only a tolerance can compare the runs."""
+    from engine.kernels import build
+
+    now = build()
+    then = recorded_versions.get("kernels") if isinstance(recorded_versions, dict) else None
+    if then == now:
+        return ""
+    which = f"kernels {then!r}" if then else "kernels it does not name"
+    return (f"; recorded with {which}, re-executed with {now!r}: the last bits can differ "
+            f"between builds (compare with --tolerance 1e-6)")
 
 
 def _same(a: np.ndarray, b: np.ndarray, tol: float) -> np.ndarray:

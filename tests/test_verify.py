@@ -103,7 +103,40 @@ def test_verify_finds_the_first_altered_number(parent, tmp_path, step, field, me
     res = verify(bad)
     assert res.status == EXIT_DIFFERENT and res.step == step and res.metric == metric
     assert f"step {step}" in res.message and metric in res.message
+    assert "recorded with" not in res.message  # same kernels build: a real difference
     assert verify(bad, tolerance=1e-6).status == EXIT_SAME
+
+
+def _rebuild_header(src: Path, dst: Path, kernels: str | None) -> None:
+    """Copy a recording with its header naming another kernels build (None: no name)."""
+    lines = src.read_text().splitlines()
+    head = json.loads(lines[0])
+    if kernels is None:
+        head["versions"].pop("kernels")
+    else:
+        head["versions"]["kernels"] = kernels
+    dst.write_text("\n".join([json.dumps(head), *lines[1:]]) + "\n")
+
+
+def test_the_header_names_the_kernels_build(parent):
+    from engine.kernels import build
+
+    assert load_recording(parent).header["versions"]["kernels"] == build()
+
+
+@pytest.mark.parametrize("kernels, named", [
+    ("src-0123456789abcdef zen4", "kernels 'src-0123456789abcdef zen4'"),
+    (None, "kernels it does not name"),
+])
+def test_a_difference_under_other_kernels_says_so(parent, tmp_path, kernels, named):
+    altered, other = tmp_path / "altered.jsonl", tmp_path / "other.jsonl"
+    _alter(parent, altered, 650, 1e-9)
+    _rebuild_header(altered, other, kernels)
+    res = verify(other)
+    assert res.status == EXIT_DIFFERENT and res.step == 650
+    assert f"recorded with {named}" in res.message and "--tolerance" in res.message
+    _rebuild_header(parent, other, kernels)
+    assert verify(other).status == EXIT_SAME  # identical runs need no excuse
 
 
 def test_verify_reports_an_altered_evaluation(parent, tmp_path):
