@@ -59,7 +59,7 @@ def _set_numba_cache_dir() -> None:
         os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "descent"
     )
     parent = os.path.join(base, "numba")
-    name = "src-" + _sources_digest()
+    name = "src-" + SOURCES_DIGEST
     path = os.path.join(parent, name)
     try:
         os.makedirs(path, exist_ok=True)
@@ -70,4 +70,6 @@ def _set_numba_cache_dir() -> None:
     os.environ["NUMBA_CACHE_DIR"] = path
 
 
+SOURCES_DIGEST = _sources_digest()
+"""The kernels' sources as this process imported (and will compile) them."""
 _set_numba_cache_dir()

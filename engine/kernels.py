@@ -339,10 +339,10 @@ def build() -> str:
     recording made by another build."""
     import llvmlite.binding as llvm
 
-    from engine import _sources_digest
+    from engine import SOURCES_DIGEST
 
     cpu = numba.config.CPU_NAME or llvm.get_host_cpu_name()
-    return f"src-{_sources_digest()} {cpu}"
+    return f"src-{SOURCES_DIGEST} {cpu}"
 
 
 def padded_dim(D: int) -> int:
@@ -930,6 +930,7 @@ def _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, groups, loss_kind, scale, acc, 
     GC = groups * C
     P = _aligned_f32(BLOCK_ROWS * GC * LANES)
     S = np.empty((BLOCK_ROWS, GC), dtype=np.float64)
+    G = np.empty((BLOCK_ROWS, C), dtype=np.float32)
     GB = np.empty((BLOCK_ROWS, C), dtype=np.float32)
     brow = np.empty(BLOCK_ROWS, dtype=np.int64)
     g = np.empty(C, dtype=np.float64)
@@ -940,7 +941,6 @@ def _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, groups, loss_kind, scale, acc, 
     for r in range(lo, hi, BLOCK_ROWS):
         nb = min(BLOCK_ROWS, hi - r)
         _scores_block(X, rows, r, nb, Wt, DP, zero, D, GC, P, S, zero)
-        n = 0
         for k in range(nb):
             i = rows[r + k]
             yi = y[i]
@@ -953,15 +953,12 @@ def _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, groups, loss_kind, scale, acc, 
             if keep_pred:
                 pred[r + k] = best
             if want_grad:
-                nonzero = False
                 for c in range(C):
-                    GB[n, c] = g[c]
-                    nonzero = nonzero or g[c] != 0.0
-                if nonzero:
-                    brow[n] = i
-                    n += 1
-        if n > 0:
-            _accum_block(X, brow, n, GB, acc, DP, zero, D, C)
+                    G[k, c] = g[c]
+        if want_grad:
+            n = _pack_rows(rows[r:r + nb], G, C, brow, GB)
+            if n > 0:
+                _accum_block(X, brow, n, GB, acc, DP, zero, D, C)
     return correct
 
 
@@ -1120,9 +1117,9 @@ def _from_t(Wt, DP, W):
 def _aligned_zeros(rows: int, n: int) -> np.ndarray:
     """Zeroed float32 (rows, n) starting on a 64-byte cache line (see :func:`_aligned_f32`;
     n is a multiple of 16 here, so every row starts on a line)."""
-    buf = np.zeros(rows * n + 16, dtype=np.float32)
-    off = (-buf.ctypes.data % 64) // 4
-    return buf[off:off + rows * n].reshape(rows, n)
+    out = _aligned_f32(rows * n)
+    out[:] = 0.0
+    return out.reshape(rows, n)
 
 
 def _check(X, y, W, *, loss_kind=None, idx=None):
