@@ -13,7 +13,7 @@ from tui.widgets.accuracy_plot import AccuracyPlot
 from tui.widgets.controls import ControlsPanel, format_control
 from tui.widgets.event_log import EventLog
 from tui.widgets.loss_plot import LossPlot, SmoothedCurve, ema_extend
-from tui.widgets.plot_base import finite_points, log_ticks, nice_ticks
+from tui.widgets.plot_base import finite_points, format_step, log_ticks, nice_ticks, step_ticks
 
 
 def naive_ema(x: np.ndarray, beta: float) -> np.ndarray:
@@ -73,6 +73,15 @@ def test_ticks_are_round_and_inside_the_range():
     assert labels[0] == "0.01" and labels[-1] == "10" and all(-2 <= v <= 1 for v in ticks)
     ticks, labels = log_ticks(0.1, 0.4, 5)  # less than a decade: 1,2,5 multiples
     assert len(ticks) >= 2
+
+
+@pytest.mark.parametrize("right", [1, 2, 3, 7, 59, 12345])
+def test_step_axis_ticks_are_whole_distinct_steps(right):
+    ticks = step_ticks(float(right), 6)
+    labels = [format_step(t) for t in ticks]
+    assert ticks[0] == 0 and ticks[-1] <= right and len(ticks) >= 2
+    assert all(t == int(t) for t in ticks)
+    assert len(set(labels)) == len(labels)  # right = 1 used to read "0 0 1"
 
 
 def test_control_text_is_the_documented_format():

@@ -152,9 +152,15 @@ def nice_ticks(lo: float, hi: float, max_ticks: int) -> list[float]:
     return ticks
 
 
+def step_ticks(right: float, max_ticks: int) -> list[float]:
+    """Round ticks on a step axis from 0 to ``right``: whole steps only, so a short run's
+    axis (right = 1 before the second evaluation) reads "0 1", not "0 0 1"."""
+    return [t for t in nice_ticks(0.0, right, max_ticks) if t == math.floor(t)]
+
+
 def set_step_axis(plt: object, right: float, width: int) -> None:
     """x axis from 0 to ``right`` with whole-step ticks (10k, 20k … for long runs)."""
-    ticks = nice_ticks(0.0, right, max(2, width // 12))
+    ticks = step_ticks(right, max(2, width // 12))
     plt.xlim(0, right)  # type: ignore[attr-defined]
     plt.xticks(ticks, [format_step(t) for t in ticks])  # type: ignore[attr-defined]
 
