@@ -49,13 +49,14 @@ How a step runs (``sgd_steps``, ``gd_steps``, ``loss_and_grad``):
   one block's scores with the previous block's gradient, tile by tile, prefetching a
   block's rows into L1 during its gradient, and adding the gradient's tiles in reverse
   order (so the last-scored tiles are still in L1) were no faster either. One core streams
-  at about 13 GB/s here, the rate its 16 line fill buffers allow at DRAM latency, and its
-  gradient's L1 misses wait for the same buffers. In the dims split, one barrier a step
-  instead of two (each member computing every row's coefficients itself, the partial
-  scores double-buffered) gave the same bits and was no faster (0.88-1.07x). W, the
-  accumulators and the scratch start on cache lines (a 64-byte vector that straddles two
-  lines costs two loads). Results are bit-for-bit deterministic (same inputs, same
-  machine), independent of thread scheduling and of how many steps one call runs.
+  at about 13 GB/s here, about what 16 line fill buffers allow at DRAM latency (this VM has
+  no performance counters to confirm it), and its gradient's L1 misses would need the same
+  buffers. In the dims split, one barrier a step instead of two (each member computing
+  every row's coefficients itself, the partial scores double-buffered) gave the same bits
+  and was no faster (0.88-1.07x). W, the accumulators and the scratch start on cache
+  lines (a 64-byte vector that straddles two lines costs two loads). Results are
+  bit-for-bit deterministic (same inputs, same machine), independent of thread scheduling
+  and of how many steps one call runs.
 
 Precision: data and weights are float32. Scores are accumulated in float32 (LANES partial
 sums per row and class, added up in a fixed tree order at the end; per slice of dims in the
