@@ -45,12 +45,14 @@ How a step runs (``sgd_steps``, ``gd_steps``, ``loss_and_grad``):
   There is no software prefetch: the hardware prefetchers follow each row, and prefetching
   the next block into L2 measured 5-17% slower, whether issued while the current block is
   scored or while its gradient is added (earlier kernels: 20-40%), and so did touching two
-  lines of each 4 KiB page of the next block to start the L2 streamer (7-14%); interleaving
-  one block's scores with the previous block's gradient, tile by tile, prefetching a
-  block's rows into L1 during its gradient, and adding the gradient's tiles in reverse
-  order (so the last-scored tiles are still in L1) were no faster either. One core streams
-  at about 13 GB/s here, about what 16 line fill buffers allow at DRAM latency (this VM has
-  no performance counters to confirm it), and its gradient's L1 misses would need the same
+  lines of each 4 KiB page of the next block to start the L2 streamer (7-14%); one
+  prefetch per inner iteration of the gradient (384 or 768 lines of the next block a
+  block, in the order they are scored) gave 0.96-0.99x on GD; interleaving one block's
+  scores with the previous block's gradient, tile by tile, prefetching a block's rows into
+  L1 during its gradient, and adding the gradient's tiles in reverse order (so the
+  last-scored tiles are still in L1) were no faster either. One core streams at about
+  13 GB/s here, about what 16 line fill buffers allow at DRAM latency (this VM has no
+  performance counters to confirm it), and its gradient's L1 misses would need the same
   buffers. In the dims split, one barrier a step instead of two (each member computing
   every row's coefficients itself, the partial scores double-buffered) gave the same bits
   and was no faster (0.88-1.07x). W, the accumulators and the scratch start on cache
