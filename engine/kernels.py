@@ -3,7 +3,10 @@
 Shapes: X (N, D) float32 rows (D dims incl. the bias column), y (N,) int32 labels in
 0..C-1, W (D, C) float32, batch row indices int64. Loss kinds: ``SVM = 0``, ``SOFTMAX = 1``.
 
-How a step runs (``sgd_steps``, ``gd_steps``, ``loss_and_grad``):
+How a step runs (``sgd_steps``, ``gd_steps``, ``loss_and_grad``; random and local search,
+``search_steps``, run a chunk of proposals in one call: each proposal scores the current W
+and its candidate in one pass over its rows and keeps the better, and W stays transposed
+between proposals):
 
 - During a call W lives transposed and padded as ``Wt`` (C rows of ``DP`` floats, DP = D
   rounded up to 16 plus 16 more, so rows of W and of the gradient do not alias at 4 KiB).
@@ -1102,6 +1105,67 @@ def _forward(X, y, rows, Wt, DP, D, C, groups, loss_kind, nparts, pred, losses):
     return correct
 
 
+@njit(**_PJIT)
+def _search(X, y, rows, cands, W, local, DP, D, C, loss_kind, nparts, out_data, accepted):
+    """Random or local search, one proposal per row of ``rows``: proposal s scores the
+    current W and the candidate ``cands[s]`` on rows[s] in one pass over the rows (as
+    :func:`_forward` with two groups, the same sums), then keeps the candidate if its loss
+    is lower (or the current loss is NaN and the candidate's is not).
+
+    cands[s] holds the candidate (random search) or its step, already scaled (local
+    search: the candidate is cands[s] + W, added here in float32 as numpy would). On
+    return cands[s] holds the candidate itself, so the caller can compute ``reg·ΣW²`` of
+    each accepted W; accepted[s] = 1 where it was taken; out_data[s] = the loss of W after
+    step s. W stays transposed between proposals (its copy is refreshed only when a
+    candidate is taken), and the whole run is one call."""
+    n = rows.shape[0]
+    size = C * DP
+    Wt = _aligned_f32(2 * size)
+    Wt[:] = 0.0
+    _to_t_into(W, DP, Wt, 0)
+    part_loss = np.zeros((nparts, 2 + 8), dtype=np.float64)
+    dummy = np.empty(0, dtype=np.float32)
+    no_pred = np.empty(0, dtype=np.int32)
+    for s in range(n):
+        cand = cands[s]
+        if local:
+            for d in range(D):
+                for c in range(C):
+                    cand[d, c] = cand[d, c] + W[d, c]
+        _to_t_into(cand, DP, Wt, size)
+        r = rows[s]
+        B = r.shape[0]
+        for p in prange(nparts):
+            lo, hi = _bounds(B, nparts, p)
+            _part_pass(X, y, r, lo, hi, Wt, DP, D, C, 2, loss_kind, 1.0, dummy, False,
+                       no_pred, part_loss[p])
+        current = 0.0
+        candidate = 0.0
+        for p in range(nparts):
+            current += part_loss[p, 0]
+            candidate += part_loss[p, 1]
+        current /= max(B, 1)
+        candidate /= max(B, 1)
+        accepted[s] = 0
+        if candidate < current or (current != current and candidate == candidate):
+            for d in range(D):
+                for c in range(C):
+                    W[d, c] = cand[d, c]
+            Wt[:size] = Wt[size:]
+            accepted[s] = 1
+            current = candidate
+        out_data[s] = current
+
+
+@njit(**_JIT)
+def _to_t_into(W, DP, Wt, o):
+    """Write W (D, C) transposed into Wt[o + c*DP + d] (the padding is left as it is)."""
+    D, C = W.shape
+    for d in range(D):
+        for c in range(C):
+            Wt[o + c * DP + d] = W[d, c]
+
+
 @njit(**_JIT)
 def _to_t(W, DP):
     """W (D, C) -> flat transposed padded (C*DP,) float32 on a cache line, zero padding."""
@@ -1268,8 +1332,9 @@ def batch_loss(X, y, idx, W, loss_kind) -> float:
 def batch_loss_pair(X, y, idx, W, W2, loss_kind) -> tuple[float, float]:
     """Mean data losses of W and W2 on the same rows idx, in one pass over the rows.
 
-    Random and local search use it to score the current W and its candidate: each row is
-    read once for both. Returns ``(loss of W, loss of W2)``.
+    Each row is read once for both. This is the scoring :func:`search_steps` does for every
+    proposal, as one call (the tests check the searches against it). Returns
+    ``(loss of W, loss of W2)``.
     """
     _check(X, y, W, loss_kind=loss_kind, idx=idx)
     _check(X, y, W2)
@@ -1278,6 +1343,36 @@ def batch_loss_pair(X, y, idx, W, W2, loss_kind) -> tuple[float, float]:
     losses, _ = _forward_call(X, y, np.ascontiguousarray(idx.reshape(-1)), [W, W2],
                               loss_kind, np.empty(0, np.int32))
     return float(losses[0]), float(losses[1])
+
+
+def search_steps(X, y, rows, cands, W, local, loss_kind, out_data, accepted) -> None:
+    """Run S = rows.shape[0] random-search (local=False) or local-search (local=True)
+    proposals in place on W, in one call (see :func:`_search`).
+
+    Args:
+        X: (N, D) float32 rows. y: (N,) int32 labels. rows: (S, B) int64 row indices.
+        cands: (S, D, C) float32, C-contiguous: each proposal's candidate (random) or its
+            scaled step (local); overwritten with the candidates themselves.
+        W: (D, C) float32 weights, updated in place.
+        out_data: float64 (>= S,): the data loss of W after each proposal.
+        accepted: uint8 (>= S,): 1 where the proposal was taken.
+    """
+    S = rows.shape[0]
+    if S == 0:
+        return
+    _check(X, y, W, loss_kind=loss_kind, idx=rows)
+    D, C = W.shape
+    if (cands.dtype != np.float32 or cands.shape[1:] != (D, C) or cands.shape[0] < S
+            or not cands.flags.c_contiguous):
+        raise ValueError("kernels: cands must be a C-contiguous float32 (S, D, C) array")
+    if out_data.shape[0] < S or accepted.shape[0] < S or accepted.dtype != np.uint8:
+        raise ValueError("kernels: out_data and accepted (uint8) need S entries")
+    od = out_data if out_data.flags.c_contiguous else np.empty(S)
+    rows = np.ascontiguousarray(rows)
+    _parallel("search", rows.shape[1], S * rows.shape[1], _search, X, y, rows, cands[:S], W,
+              bool(local), padded_dim(D), D, C, int(loss_kind), NPART, od, accepted)
+    if od is not out_data:
+        out_data[:S] = od[:S]
 
 
 def evaluate(X, y, W, reg, loss_kind) -> tuple[float, float]:
@@ -1317,6 +1412,8 @@ def warmup() -> float:
     loss_and_grad(X, y, idx[0], W, 1e-3, SVM, np.empty_like(W))
     batch_loss(X, y, idx[0], W, SOFTMAX)
     batch_loss_pair(X, y, idx[0], W, W, SVM)
+    search_steps(X, y, idx, np.zeros((2, 5, 3), np.float32), W, False, SVM, out_d,
+                 np.zeros(2, np.uint8))
     evaluate(X, y, W, 1e-3, SVM)
     predict(X, W)
     return time.perf_counter() - start

@@ -26,7 +26,6 @@ is not, so a search can leave a non-finite W behind.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +33,9 @@ import numpy as np
 from engine import kernels
 
 OPTIMIZERS = ("sgd", "gd", "random", "local")
+SEARCH_CHUNK = 32
+"""Random/local-search proposals drawn and scored per kernel call (their candidates take
+SEARCH_CHUNK * D * C floats: 3.9 MB for CIFAR)."""
 """Optimizer names: minibatch SGD, full-batch GD, random search, random local search."""
 
 EVALS_PER_STEP = {"sgd": 1, "gd": 1, "random": 2, "local": 2}
@@ -72,10 +74,6 @@ def _draw_batches(rng, N, B, n_steps, idx_buf):
     for s in range(n_steps):
         idx[s] = rng.integers(0, N, size=B)
     return idx
-
-
-def _better(candidate: float, current: float) -> bool:
-    return candidate < current or (math.isnan(current) and not math.isnan(candidate))
 
 
 def _reg_loss(W: np.ndarray, reg: float) -> float:
@@ -120,21 +118,28 @@ def run_steps(optimizer: str, X: np.ndarray, y: np.ndarray, W: np.ndarray,
         kernels.sgd_steps(X, y, idx, W, params.lr, params.reg, params.loss_kind,
                           out_data, out_reg)
         return
+    # Random / local search. A proposal draws its rows, then its candidate (random: a
+    # fresh init_weights W; local: a step sigma * N(0, 1) from W); both are drawn here, in
+    # that order, for up to SEARCH_CHUNK proposals at a time, and one kernel call scores
+    # and accepts them in sequence (kernels.search_steps). reg * sum(W**2) of each
+    # accepted W is computed here, with numpy, from the candidate the kernel leaves in
+    # its slot.
     D, C = W.shape
+    chunk = min(n_steps, SEARCH_CHUNK)
+    rows = np.empty((chunk, B), dtype=np.int64)
+    cands = np.empty((chunk, D, C), dtype=np.float32)
+    accepted = np.zeros(chunk, dtype=np.uint8)
+    scale = np.float32(params.init_scale if optimizer == "random" else params.sigma)
     reg_now = _reg_loss(W, params.reg)
-    for s in range(n_steps):
-        rows = rng.integers(0, N, size=B)
-        if optimizer == "random":
-            candidate = init_weights(rng, D, C, params.init_scale)
-        else:
-            candidate = rng.standard_normal((D, C), dtype=np.float32)
-            candidate *= np.float32(params.sigma)
-            candidate += W
-        current_loss, cand_loss = kernels.batch_loss_pair(X, y, rows, W, candidate,
-                                                          params.loss_kind)
-        if _better(cand_loss, current_loss):
-            W[...] = candidate
-            current_loss = cand_loss
-            reg_now = _reg_loss(W, params.reg)
-        out_data[s] = current_loss
-        out_reg[s] = reg_now
+    for s0 in range(0, n_steps, chunk):
+        m = min(chunk, n_steps - s0)
+        for s in range(m):
+            rows[s] = rng.integers(0, N, size=B)
+            rng.standard_normal((D, C), dtype=np.float32, out=cands[s])
+            cands[s] *= scale
+        kernels.search_steps(X, y, rows[:m], cands, W, optimizer == "local",
+                             params.loss_kind, out_data[s0:s0 + m], accepted)
+        for s in range(m):
+            if accepted[s]:
+                reg_now = _reg_loss(cands[s], params.reg)
+            out_reg[s0 + s] = reg_now

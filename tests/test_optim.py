@@ -85,6 +85,52 @@ def test_search_keeps_candidate_only_when_strictly_better(opt):
     assert 0 < kept < 15
 
 
+def _search_one_at_a_time(opt, X, y, W, rng, p, n):
+    """The searches as they ran before kernels.search_steps: a proposal per Python
+    iteration, both W's scored with kernels.batch_loss_pair."""
+    out_d, out_r = np.empty(n), np.empty(n)
+    reg_now = p.reg * float(np.sum(W.astype(np.float64).ravel() ** 2))
+    for s in range(n):
+        rows = rng.integers(0, X.shape[0], size=p.batch_size)
+        if opt == "random":
+            cand = optim.init_weights(rng, D, C, p.init_scale)
+        else:
+            cand = rng.standard_normal((D, C), dtype=np.float32)
+            cand *= np.float32(p.sigma)
+            cand += W
+        now, new = kernels.batch_loss_pair(X, y, rows, W, cand, p.loss_kind)
+        if new < now or (np.isnan(now) and not np.isnan(new)):
+            W[...] = cand
+            now = new
+            reg_now = p.reg * float(np.sum(W.astype(np.float64).ravel() ** 2))
+        out_d[s], out_r[s] = now, reg_now
+    return out_d, out_r
+
+
+@pytest.mark.parametrize("kind", [kernels.SVM, kernels.SOFTMAX])
+@pytest.mark.parametrize("opt", ["random", "local"])
+@pytest.mark.parametrize("start", ["small", "nan"])
+def test_search_in_one_kernel_call_gives_the_one_at_a_time_bits(opt, kind, start, monkeypatch):
+    # Several kernel calls (chunks of 4 proposals) and a partial last one; a W that starts
+    # NaN is left by random search at the first proposal, kept by local search (its
+    # candidates are NaN too).
+    monkeypatch.setattr(optim, "SEARCH_CHUNK", 4)
+    X, y = _blobs()
+    p = optim.StepParams(loss_kind=kind, batch_size=16, reg=1e-3, sigma=0.05, init_scale=0.1)
+    W0 = optim.init_weights(np.random.default_rng(3), D, C, 0.1)
+    if start == "nan":
+        W0[0, 0] = np.nan
+    W_ref, rng_ref = W0.copy(), np.random.default_rng(5)
+    d_ref, r_ref = _search_one_at_a_time(opt, X, y, W_ref, rng_ref, p, 11)
+    W, rng = W0.copy(), np.random.default_rng(5)
+    d, r = np.empty(11), np.empty(11)
+    optim.run_steps(opt, X, y, W, rng, p, 11, d, r)
+    assert np.array_equal(W, W_ref, equal_nan=True)
+    assert np.array_equal(d, d_ref, equal_nan=True) and np.array_equal(r, r_ref, equal_nan=True)
+    assert rng.bit_generator.state == rng_ref.bit_generator.state  # the same draws, in order
+    assert np.isnan(W).any() == (start == "nan" and opt == "local")
+
+
 @pytest.mark.parametrize("opt", optim.OPTIMIZERS)
 def test_same_seed_same_numbers_whatever_the_chunks(opt):
     X, y = _blobs()
