@@ -149,6 +149,39 @@ async def test_a_clean_frame_does_not_rebuild_the_plot():
         assert plot.builds == builds + 1
 
 
+async def test_a_redraw_is_timed_whole_the_build_and_its_conversion_into_lines(monkeypatch):
+    # The duty cycle spends what a redraw costs: plotext's build (1 ms on this fake clock)
+    # and Textual's conversion of its text into lines (5 ms), not the build alone.
+    import textual.widget
+
+    import tui.widgets.plot_base as plot_base
+
+    now = [0.0]
+    monkeypatch.setattr(plot_base, "clock", lambda: now[0])
+    draw = LossPlot.draw
+
+    def slow_draw(self, width, height):
+        now[0] += 0.001
+        draw(self, width, height)
+
+    lines = textual.widget.Widget.render_lines
+
+    def slow_lines(self, crop):
+        strips = lines(self, crop)
+        now[0] += 0.005 if isinstance(self, LossPlot) else 0.0
+        return strips
+
+    monkeypatch.setattr(LossPlot, "draw", slow_draw)
+    monkeypatch.setattr(textual.widget.Widget, "render_lines", slow_lines)
+    app = PlotApp()
+    async with app.run_test(size=(100, 40)) as pilot:
+        plot = app.query_one(LossPlot)
+        plot.update_data(nasty_history().snapshot(), log_scale=False, smoothing=0.9)
+        await pilot.pause()
+        assert plot.builds >= 1
+        assert plot.last_build_ms == pytest.approx(6.0)
+
+
 def test_the_event_log_rebuilds_when_history_shrinks():
     h = nasty_history()
     log = EventLog()

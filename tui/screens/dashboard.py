@@ -53,7 +53,8 @@ REFRESH_SECONDS = 0.1
 """The redraw timer's period (10 Hz)."""
 PLOT_DUTY = 50.0
 """Plots are rebuilt at most every PLOT_DUTY × their build time, so building them takes at
-most 2% of a core from training (at 100×30 both plots take ~25 ms: a redraw every ~1.3 s).
+most 2% of a core from training (at 100×30 both plots take ~30 ms to redraw, build and
+conversion into lines: a redraw every ~1.5 s).
 Every UI millisecond costs training more than a millisecond: the two kernel threads meet
 at a barrier every step, so while the UI runs on one core the other waits. Measured on
 2 cores, B=256, median of 7 interleaved pairs per run: plots never rebuilt 0.89–0.92 of
