@@ -1107,12 +1107,12 @@ def _forward(X, y, rows, Wt, DP, D, C, groups, loss_kind, nparts, pred, losses):
     return correct
 
 
-@njit(**_PJIT)
+@njit(**_JIT)
 def _search(X, y, rows, cands, W, local, DP, D, C, loss_kind, nparts, out_data, accepted):
     """Random or local search, one proposal per row of ``rows``: proposal s scores the
-    current W and the candidate ``cands[s]`` on rows[s] in one pass over the rows (as
-    :func:`_forward` with two groups, the same sums), then keeps the candidate if its loss
-    is lower (or the current loss is NaN and the candidate's is not).
+    current W and the candidate ``cands[s]`` on rows[s] in one pass over the rows
+    (:func:`_forward` with two groups), then keeps the candidate if its loss is lower (or
+    the current loss is NaN and the candidate's is not).
 
     cands[s] holds the candidate (random search) or its step, already scaled (local
     search: the candidate is cands[s] + W, added here in float32 as numpy would). On
@@ -1125,8 +1125,7 @@ def _search(X, y, rows, cands, W, local, DP, D, C, loss_kind, nparts, out_data, 
     Wt = _aligned_f32(2 * size)
     Wt[:] = 0.0
     _to_t_into(W, DP, Wt, 0)
-    part_loss = np.zeros((nparts, 2 + 8), dtype=np.float64)
-    dummy = np.empty(0, dtype=np.float32)
+    losses = np.empty(2, dtype=np.float64)
     no_pred = np.empty(0, dtype=np.int32)
     for s in range(n):
         cand = cands[s]
@@ -1135,24 +1134,11 @@ def _search(X, y, rows, cands, W, local, DP, D, C, loss_kind, nparts, out_data, 
                 for c in range(C):
                     cand[d, c] = cand[d, c] + W[d, c]
         _to_t_into(cand, DP, Wt, size)
-        r = rows[s]
-        B = r.shape[0]
-        for p in prange(nparts):
-            lo, hi = _bounds(B, nparts, p)
-            _part_pass(X, y, r, lo, hi, Wt, DP, D, C, 2, loss_kind, 1.0, dummy, False,
-                       no_pred, part_loss[p])
-        current = 0.0
-        candidate = 0.0
-        for p in range(nparts):
-            current += part_loss[p, 0]
-            candidate += part_loss[p, 1]
-        current /= max(B, 1)
-        candidate /= max(B, 1)
+        _forward(X, y, rows[s], Wt, DP, D, C, 2, loss_kind, nparts, no_pred, losses)
+        current, candidate = losses[0], losses[1]
         accepted[s] = 0
         if candidate < current or (current != current and candidate == candidate):
-            for d in range(D):
-                for c in range(C):
-                    W[d, c] = cand[d, c]
+            W[:, :] = cand
             Wt[:size] = Wt[size:]
             accepted[s] = 1
             current = candidate
@@ -1171,12 +1157,9 @@ def _to_t_into(W, DP, Wt, o):
 @njit(**_JIT)
 def _to_t(W, DP):
     """W (D, C) -> flat transposed padded (C*DP,) float32 on a cache line, zero padding."""
-    D, C = W.shape
-    Wt = _aligned_f32(C * DP)
+    Wt = _aligned_f32(W.shape[1] * DP)
     Wt[:] = 0.0
-    for d in range(D):
-        for c in range(C):
-            Wt[c * DP + d] = W[d, c]
+    _to_t_into(W, DP, Wt, 0)
     return Wt
 
 

@@ -33,10 +33,10 @@ import numpy as np
 from engine import kernels
 
 OPTIMIZERS = ("sgd", "gd", "random", "local")
+"""Optimizer names: minibatch SGD, full-batch GD, random search, random local search."""
 SEARCH_CHUNK = 32
 """Random/local-search proposals drawn and scored per kernel call (their candidates take
 SEARCH_CHUNK * D * C floats: 3.9 MB for CIFAR)."""
-"""Optimizer names: minibatch SGD, full-batch GD, random search, random local search."""
 
 EVALS_PER_STEP = {"sgd": 1, "gd": 1, "random": 2, "local": 2}
 """Loss evaluations per step (sgd and gd also compute the gradient in the same pass)."""
