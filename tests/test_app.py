@@ -170,6 +170,31 @@ async def test_typed_values_apply_and_invalid_ones_change_nothing(blobs):
     assert app.return_code == 0
 
 
+async def test_keys_typed_at_once_into_the_editor_act_in_the_order_typed(blobs):
+    """Keys read from the terminal in one go (a fast typist over SSH) reach the input
+    before any is handled; the backspaces must still run before the characters after them
+    (with Textual's plain Input they ran last, and "ab⌫⌫2e-3⏎" sent "ab2e")."""
+    from textual import events
+
+    app, made = make_app(blobs, lr=0.1, reg=0.001)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await started(pilot, app)
+        trainer = made[0]
+        await pilot.press("e")
+        editor = screen.query_one("#editor", ControlEditor)
+        assert app.focused is not None and app.focused.id == "edit-lr"
+        app.focused.value = "ab"  # the cursor after it
+        keys = [("backspace", None), ("backspace", None), ("2", "2"), ("e", "e"),
+                ("minus", "-"), ("3", "3"), ("enter", None)]
+        for key, char in keys:
+            app.post_message(events.Key(key, char))
+        await wait_for(pilot, lambda: trainer.config.lr == 0.002, "lr 2e-3 applied")
+        assert editor.message_of("lr").startswith("sent")
+        assert not controls(trainer.history.snapshot().events, "reg")
+        await pilot.press("escape", "q")
+    assert app.return_code == 0
+
+
 async def test_pause_stops_the_step_counter_and_n_runs_one_step(blobs):
     app, made = make_app(blobs, paused=False, lr=0.1, reg=0.001)
     async with app.run_test(size=(100, 30)) as pilot:

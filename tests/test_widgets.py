@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -211,3 +212,69 @@ def test_minmax_summary_keeps_spikes_and_costs_no_more_than_its_buckets():
     assert abs(xs[np.nanargmax(ys)] - 123_457) <= len(y) / 80  # within its column
     summary.update(y[:1000])  # shorter: starts over
     assert summary.n <= 1000
+
+
+class _TypingApp(App[None]):
+    """One input, focused; ``kind`` is the Input class under test."""
+
+    def __init__(self, kind: type) -> None:
+        super().__init__()
+        self.kind = kind
+        self.submitted: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        yield self.kind(id="field")
+
+    def on_mount(self) -> None:
+        self.query_one("#field").focus()
+
+    def on_input_submitted(self, event: Any) -> None:
+        self.submitted.append(event.value)
+
+
+async def _type_at_once(kind: type, keys: list[str]) -> tuple[str, list[str]]:
+    """Post every key to the app before any is handled (as keys read from the terminal in
+    one go arrive), then let them all be handled; returns the value and what Enter sent."""
+    from textual import events
+
+    app = _TypingApp(kind)
+    async with app.run_test() as pilot:
+        field = app.query_one("#field")
+        for key in keys:
+            char = key if len(key) == 1 else {"minus": "-"}.get(key)
+            app.post_message(events.Key(key, char))
+        for _ in range(20):
+            await pilot.pause()
+        return field.value, app.submitted
+
+
+@pytest.mark.parametrize(
+    ("keys", "want"),
+    [
+        (["a", "b", "backspace", "c"], "ac"),
+        (["a", "b", "backspace", "backspace", "backspace", "1", "e", "minus", "3"], "1e-3"),
+        (["1", "2", "left", "x", "end", "y"], "1x2y"),
+        (["7", "8", "home", "delete", "9"], "98"),
+    ],
+)
+async def test_keys_typed_at_once_act_in_the_order_typed(keys, want):
+    from tui.widgets.ordered_input import OrderedInput
+
+    value, _ = await _type_at_once(OrderedInput, keys)
+    assert value == want
+
+
+async def test_enter_typed_at_once_submits_what_was_typed_before_it():
+    from tui.widgets.ordered_input import OrderedInput
+
+    value, submitted = await _type_at_once(OrderedInput, ["5", "backspace", "6", "enter", "7"])
+    assert submitted == ["6"] and value == "67"
+
+
+async def test_plain_textual_input_reorders_keys_typed_at_once():
+    """Why OrderedInput exists: with Textual's Input the backspace runs after the 'c' typed
+    after it. If this starts failing, Textual has fixed #6605 and OrderedInput can go."""
+    from textual.widgets import Input
+
+    value, _ = await _type_at_once(Input, ["a", "b", "backspace", "c"])
+    assert value == "ab"

@@ -9,6 +9,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label
 
+from tui.widgets.ordered_input import OrderedInput
+
 
 class GotoScreen(ModalScreen[int | None]):
     """Returns the step typed (an int within 0..total) or None when cancelled."""
@@ -23,7 +25,7 @@ class GotoScreen(ModalScreen[int | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="goto-box"):
             yield Label(f"go to step (0–{self.total}):")
-            yield Input(id="goto-input", compact=True, type="integer")
+            yield OrderedInput(id="goto-input", compact=True, type="integer")
             yield Label("", id="goto-msg")
 
     @on(Input.Submitted)

@@ -13,6 +13,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Label
 
 from tui.messages import ControlEntered, EditClosed
+from tui.widgets.ordered_input import OrderedInput
 
 EDITABLE = (("lr", "lr"), ("reg", "λ"), ("batch_size", "batch"))
 """(control name, label) of the editable values, in Tab order."""
@@ -27,7 +28,7 @@ class ControlEditor(Vertical):
         for name, label in EDITABLE:
             with Horizontal(classes="edit-row"):
                 yield Label(label, classes="edit-label")
-                yield Input(id=f"edit-{name}", compact=True, select_on_focus=True)
+                yield OrderedInput(id=f"edit-{name}", compact=True, select_on_focus=True)
                 yield Label("", id=f"msg-{name}", classes="edit-msg")
 
     def open(self, values: dict[str, str]) -> None:
