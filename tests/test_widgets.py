@@ -270,11 +270,3 @@ async def test_enter_typed_at_once_submits_what_was_typed_before_it():
     value, submitted = await _type_at_once(OrderedInput, ["5", "backspace", "6", "enter", "7"])
     assert submitted == ["6"] and value == "67"
 
-
-async def test_plain_textual_input_reorders_keys_typed_at_once():
-    """Why OrderedInput exists: with Textual's Input the backspace runs after the 'c' typed
-    after it. If this starts failing, Textual has fixed #6605 and OrderedInput can go."""
-    from textual.widgets import Input
-
-    value, _ = await _type_at_once(Input, ["a", "b", "backspace", "c"])
-    assert value == "ab"
