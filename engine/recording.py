@@ -66,6 +66,18 @@ class RecordingError(ValueError):
     """A file is not a readable recording; the message is one line naming the line number."""
 
 
+def first_line_error(path: str, first: bytes) -> RecordingError:
+    """The error for a file whose only content is ``first``, a line without its newline
+    that is not a whole header: a recording cut short while its header was being written
+    says so; anything else is not a recording."""
+    if first.lstrip().startswith(b'{"format":"%s"' % FORMAT.encode()):
+        return RecordingError(f"{path}: the header line is cut short ({len(first)} bytes, "
+                              "no newline): the session ended before its first line was "
+                              "written, so it holds no run")
+    return RecordingError(f"{path}: not a descent recording (line 1 is not a "
+                          f"'{FORMAT}' header)")
+
+
 # -- encoding -------------------------------------------------------------------------
 def _enc(x: Any) -> Any:
     """Make a value plain-JSON safe: non-finite floats become strings, numpy scalars plain."""
@@ -665,7 +677,9 @@ def load_recording(path: str | os.PathLike, *, allow_torn_tail: bool = True) -> 
         try:
             parser.feed(last)  # complete object but its newline never made it
         except RecordingError:
-            if not allow_torn_tail or parser.header is None:
+            if parser.header is None:
+                raise first_line_error(path, last) from None
+            if not allow_torn_tail:
                 raise
             torn = True
             notes.append(f"last line ({parser.lineno}) is cut short and was ignored "

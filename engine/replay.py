@@ -24,7 +24,13 @@ import numpy as np
 from engine.config import Config
 from engine.divergence import Alarm
 from engine.history import Event, History
-from engine.recording import Recording, RecordingError, RecordingParser, load_recording
+from engine.recording import (
+    Recording,
+    RecordingError,
+    RecordingParser,
+    first_line_error,
+    load_recording,
+)
 
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, None)
 """The speed ladder ("faster"/"slower"); None is as fast as possible."""
@@ -62,6 +68,12 @@ class Replayer:
         self._partial = b""  # an incomplete last line, waiting for its newline
         self.torn = False  # not following: the last line was cut short
         self._read_new()
+        if self.parser.header is None and self._partial.strip():
+            try:  # a header without its newline, or cut short
+                self.parser.feed(self._partial)
+            except RecordingError:
+                raise first_line_error(self.path, self._partial) from None
+            self._partial = b""
         if self.parser.header is None:
             raise RecordingError(f"{self.path}: empty file, not a descent recording")
         if not follow and self._partial.strip():

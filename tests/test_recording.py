@@ -165,6 +165,25 @@ def test_last_line_without_newline_but_complete_is_fine(tmp_path):
     assert not r.torn and r.complete
 
 
+def test_a_header_cut_short_says_so_and_a_header_without_newline_loads(tmp_path):
+    from engine.replay import Replayer
+
+    p = tmp_path / "r.jsonl"
+    write_synthetic(p)
+    header = p.read_bytes().split(b"\n")[0]
+    p.write_bytes(header[:120])  # killed while the first line was being written
+    for load in (load_recording, Replayer):
+        with pytest.raises(RecordingError, match="header line is cut short.*holds no run"):
+            load(p)
+    p.write_bytes(b'{"hello": ')  # cut short, and not ours: not a recording
+    for load in (load_recording, Replayer):
+        with pytest.raises(RecordingError, match="not a descent recording"):
+            load(p)
+    p.write_bytes(header)  # the whole header, its newline lost: a run of 0 steps
+    assert load_recording(p).steps == 0
+    assert Replayer(p).total_steps == 0
+
+
 def _steps_lines(lines: list[bytes]) -> list[int]:
     return [i for i, ln in enumerate(lines) if b'"type":"steps"' in ln]
 
