@@ -7,6 +7,7 @@ the child) instead of hanging.
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -43,3 +44,32 @@ def test_descent_runs_in_a_terminal_takes_keys_and_quits_with_status_0():
         assert b"Traceback" not in term.output
     finally:
         term.kill()
+
+
+@pytest.mark.skipif(not DESCENT.exists() and shutil.which("descent") is None,
+                    reason="descent is not installed in this environment")
+@pytest.mark.parametrize("how", ["SIGTERM", "hang-up"])
+def test_sigterm_or_a_dropped_link_ends_the_dashboard_with_its_recording_closed(tmp_path, how):
+    """A SIGTERM, or the terminal going away (SIGHUP, as when an SSH link drops), stops
+    training and closes the recording: every step is in it and its summary says why."""
+    from engine.recording import load_recording
+
+    exe = str(DESCENT) if DESCENT.exists() else str(shutil.which("descent"))
+    rec = tmp_path / "run.jsonl"
+    term = Terminal([exe, "train", "--data", "blobs", "--record", str(rec)], cwd=ROOT)
+    try:
+        assert term.read_until(b"RUNNING", START_SECONDS), term.output[-2000:]
+        if how == "SIGTERM":
+            term.proc.send_signal(signal.SIGTERM)
+            want_status, want_reason = 128 + signal.SIGTERM, "SIGTERM"
+        else:
+            term.hang_up()
+            want_status, want_reason = 128 + signal.SIGHUP, "SIGHUP"
+        status = term.wait(QUIT_SECONDS)
+        assert status == want_status, (status, term.output[-2000:])
+        assert b"Traceback" not in term.output
+    finally:
+        term.kill()
+    r = load_recording(rec)
+    assert not r.torn and r.steps > 0
+    assert r.summary is not None and r.summary.get("ended_by") == want_reason, r.summary

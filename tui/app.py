@@ -176,6 +176,29 @@ class DescentApp(App[int]):
             code = EXIT_FAILED
         self.exit(code, return_code=code)
 
+    def stop_soon(self) -> None:
+        """Ask the training loop (and a session still loading) to stop; safe to call from
+        a signal handler. The app's loop, on its way out, waits for its worker threads."""
+        self._quitting = True
+        self.stop_event.set()
+
+    def end_after_signal(self, reason: str) -> None:
+        """After a signal (SIGTERM, or SIGHUP from a dropped SSH link) broke out of the
+        app's loop, where ``q`` would have stopped cleanly: stop the training thread and
+        close the session, its recording saying ``reason`` ended it.
+
+        Bounded like :meth:`shutdown`: a training thread that does not stop within
+        JOIN_SECONDS is left alone (the recording keeps every step it flushed, without a
+        summary) rather than closed under it. A session still loading is closed by the
+        loader when it arrives (``_quitting``)."""
+        self.stop_soon()
+        if self.train_worker is not None and not self.run_done.wait(JOIN_SECONDS):
+            return
+        for observer in getattr(self.session, "observers", ()):
+            if hasattr(observer, "end_reason"):
+                observer.end_reason = reason
+        self.close_session()
+
     def close_session(self) -> int:
         """Close the session once; returns EXIT_OK, or EXIT_FAILED if closing failed."""
         if self._closed or self.session is None:

@@ -239,11 +239,16 @@ def build_trainer(config: Any, dataset: Any, record: Path | None, *, parent: Any
 
 
 class _Signals:
-    """Turn SIGTERM and SIGHUP (a dropped SSH link) into a clean stop, like Ctrl-C."""
+    """Turn SIGTERM and SIGHUP (a dropped SSH link) into a clean stop, like Ctrl-C.
 
-    def __init__(self) -> None:
+    ``first`` runs in the handler before the KeyboardInterrupt is raised: the dashboard
+    passes its stop request, since on the way out its event loop waits for the training
+    thread, which must be told to stop first."""
+
+    def __init__(self, first: Callable[[], None] | None = None) -> None:
         self.signum: int | None = None
         self._old: dict[int, Any] = {}
+        self._first = first
 
     def __enter__(self) -> _Signals:
         for s in (signal.SIGTERM, signal.SIGHUP):
@@ -255,6 +260,8 @@ class _Signals:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
+        if self._first is not None:
+            self._first()
         raise KeyboardInterrupt
 
     def __exit__(self, *exc: object) -> None:
@@ -413,11 +420,14 @@ def _run_dashboard(make_session: Callable[[Callable[[float, str], None]], Any]) 
             raise RuntimeError(str(e)) from None
 
     app = DescentApp(guarded)
-    with _Signals() as sig:
+    with _Signals(first=app.stop_soon) as sig:
         try:
             status = app.run()
         except KeyboardInterrupt:
-            return sig.exit_status
+            status = sig.exit_status
+        finally:
+            if sig.signum is not None:  # q and Ctrl-C stop cleanly inside the app
+                app.end_after_signal(signal.Signals(sig.signum).name)
     return EXIT_OK if status is None else int(status)
 
 

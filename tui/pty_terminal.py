@@ -18,6 +18,12 @@ import time
 from pathlib import Path
 
 
+def _take_terminal() -> None:
+    """In the child, after setsid(): make the pty (its stdin) the session's controlling
+    terminal, as a login over SSH has it, so closing our end sends it SIGHUP."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 class Terminal:
     """A child process on a pty of ``cols``×``rows``, with everything it wrote collected."""
 
@@ -31,14 +37,15 @@ class Terminal:
         self.started = time.monotonic()
         """When the child was started (time.monotonic())."""
         self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave,
-                                     cwd=cwd, env=env, start_new_session=True)
+                                     cwd=cwd, env=env, start_new_session=True,
+                                     preexec_fn=_take_terminal)
         os.close(slave)
         self.output = b""
 
     def read_until(self, needle: bytes, seconds: float) -> bool:
         """Collect output until ``needle`` appears (True) or the deadline passes."""
         deadline = time.monotonic() + seconds
-        while needle not in self.output and time.monotonic() < deadline:
+        while self.master >= 0 and needle not in self.output and time.monotonic() < deadline:
             ready, _, _ = select.select([self.master], [], [], 0.1)
             if ready:
                 try:
@@ -57,13 +64,22 @@ class Terminal:
         """The child's exit status, or None if it is still running after ``seconds``."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            self.read_until(b"\x00never", 0.1)  # keep draining so the child never blocks
+            if self.master >= 0:
+                self.read_until(b"\x00never", 0.1)  # keep draining: the child never blocks
+            else:
+                time.sleep(0.05)
             if self.proc.poll() is not None:
                 return self.proc.returncode
         return None
+
+    def hang_up(self) -> None:
+        """Close the terminal's end, as a dropped SSH link does: the child gets SIGHUP."""
+        if self.master >= 0:
+            os.close(self.master)
+            self.master = -1
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(5)
-        os.close(self.master)
+        self.hang_up()
