@@ -260,6 +260,11 @@ class _Signals:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
+        if signum == signal.SIGHUP:
+            # A hang-up comes with SIGCONT, which the dashboard's driver answers by
+            # re-entering the screen, on an event loop that is shutting down by then
+            # (RuntimeError, exit 1). There is no terminal left to resume.
+            signal.signal(signal.SIGCONT, signal.SIG_DFL)
         if self._first is not None:
             self._first()
         raise KeyboardInterrupt
