@@ -215,7 +215,7 @@ def test_minmax_summary_keeps_spikes_and_costs_no_more_than_its_buckets():
 
 
 class _TypingApp(App[None]):
-    """One input, focused; ``kind`` is the Input class under test."""
+    """Two inputs, the first focused; ``kind`` is the Input class under test."""
 
     def __init__(self, kind: type) -> None:
         super().__init__()
@@ -223,7 +223,8 @@ class _TypingApp(App[None]):
         self.submitted: list[str] = []
 
     def compose(self) -> ComposeResult:
-        yield self.kind(id="field")
+        yield self.kind(id="field", select_on_focus=False)
+        yield self.kind(id="other", select_on_focus=False)
 
     def on_mount(self) -> None:
         self.query_one("#field").focus()
@@ -232,20 +233,21 @@ class _TypingApp(App[None]):
         self.submitted.append(event.value)
 
 
-async def _type_at_once(kind: type, keys: list[str]) -> tuple[str, list[str]]:
+async def _type_at_once(kind: type, keys: list[str]) -> tuple[str, list[str], str]:
     """Post every key to the app before any is handled (as keys read from the terminal in
-    one go arrive), then let them all be handled; returns the value and what Enter sent."""
+    one go arrive), then let them all be handled; returns the first input's value, what
+    Enter sent and the second input's value."""
     from textual import events
 
     app = _TypingApp(kind)
     async with app.run_test() as pilot:
-        field = app.query_one("#field")
+        field, other = app.query_one("#field"), app.query_one("#other")
         for key in keys:
-            char = key if len(key) == 1 else {"minus": "-"}.get(key)
+            char = key if len(key) == 1 else {"minus": "-", "tab": "\t"}.get(key)
             app.post_message(events.Key(key, char))
         for _ in range(20):
             await pilot.pause()
-        return field.value, app.submitted
+        return field.value, app.submitted, other.value
 
 
 @pytest.mark.parametrize(
@@ -260,13 +262,22 @@ async def _type_at_once(kind: type, keys: list[str]) -> tuple[str, list[str]]:
 async def test_keys_typed_at_once_act_in_the_order_typed(keys, want):
     from tui.widgets.ordered_input import OrderedInput
 
-    value, _ = await _type_at_once(OrderedInput, keys)
+    value, _, _ = await _type_at_once(OrderedInput, keys)
     assert value == want
 
 
 async def test_enter_typed_at_once_submits_what_was_typed_before_it():
     from tui.widgets.ordered_input import OrderedInput
 
-    value, submitted = await _type_at_once(OrderedInput, ["5", "backspace", "6", "enter", "7"])
+    value, submitted, _ = await _type_at_once(OrderedInput,
+                                              ["5", "backspace", "6", "enter", "7"])
     assert submitted == ["6"] and value == "67"
+
+
+async def test_keys_typed_at_once_after_tab_go_to_the_next_input():
+    from tui.widgets.ordered_input import OrderedInput
+
+    keys = ["1", "tab", "2", "backspace", "3", "shift+tab", "4"]
+    first, _, second = await _type_at_once(OrderedInput, keys)
+    assert (first, second) == ("14", "3")
 
