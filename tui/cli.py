@@ -116,19 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(train)
 
     replay = sub.add_parser("replay", help="replay a recording in the dashboard")
-    replay.add_argument("file", metavar="FILE")
+    replay.add_argument("file", metavar="FILE", help="a recording (.jsonl) to play back")
     replay.add_argument("--follow", action="store_true",
                         help="keep reading as another process appends (like tail -f)")
     replay.add_argument("--headless", action="store_true", help="print the summary only")
     replay.add_argument("--json", action="store_true", help="with --headless: as JSON")
 
     verify = sub.add_parser("verify", help="re-run a recording and compare every number")
-    verify.add_argument("file", metavar="FILE")
+    verify.add_argument("file", metavar="FILE", help="a recording (.jsonl) to re-run and compare")
     verify.add_argument("--tolerance", type=_number, default=0.0, metavar="F",
                         help="accept relative differences up to F (default 0: bit for bit)")
 
     fork = sub.add_parser("fork", help="continue a recording from a step with new settings")
-    fork.add_argument("file", metavar="FILE")
+    fork.add_argument("file", metavar="FILE", help="the recording (.jsonl) to continue from")
     fork.add_argument("--at", type=_positive_int, required=True, metavar="STEP",
                       help="the step to continue from")
     _add_train_options(fork, fork=True)
