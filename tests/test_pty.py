@@ -56,7 +56,8 @@ def test_sigterm_or_a_dropped_link_ends_the_dashboard_with_its_recording_closed(
 
     exe = str(DESCENT) if DESCENT.exists() else str(shutil.which("descent"))
     rec = tmp_path / "run.jsonl"
-    term = Terminal([exe, "train", "--data", "blobs", "--record", str(rec)], cwd=ROOT)
+    term = Terminal([exe, "train", "--data", "blobs", "--record", str(rec)], cwd=ROOT,
+                    controlling=True)
     try:
         assert term.read_until(b"RUNNING", START_SECONDS), term.output[-2000:]
         if how == "SIGTERM":

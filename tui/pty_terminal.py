@@ -28,7 +28,11 @@ class Terminal:
     """A child process on a pty of ``cols``×``rows``, with everything it wrote collected."""
 
     def __init__(self, argv: list[str], cols: int = 100, rows: int = 30,
-                 cwd: str | Path | None = None) -> None:
+                 cwd: str | Path | None = None, *, controlling: bool = False) -> None:
+        """``controlling``: make the pty the child's controlling terminal (as an SSH login
+        has it), so that :meth:`hang_up` sends it SIGHUP. It runs a function in the child
+        between fork and exec, which Python warns against in a process with threads, so
+        only the test of a dropped link asks for it."""
         self.master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
         env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(cols),
@@ -38,7 +42,7 @@ class Terminal:
         """When the child was started (time.monotonic())."""
         self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave,
                                      cwd=cwd, env=env, start_new_session=True,
-                                     preexec_fn=_take_terminal)
+                                     preexec_fn=_take_terminal if controlling else None)
         os.close(slave)
         self.output = b""
 
@@ -73,7 +77,8 @@ class Terminal:
         return None
 
     def hang_up(self) -> None:
-        """Close the terminal's end, as a dropped SSH link does: the child gets SIGHUP."""
+        """Close the terminal's end, as a dropped SSH link does: a child started with
+        ``controlling=True`` gets SIGHUP."""
         if self.master >= 0:
             os.close(self.master)
             self.master = -1
