@@ -334,6 +334,41 @@ async def test_a_loader_error_is_one_line_and_exits_2():
     assert app.return_code == 2
 
 
+async def test_q_while_loading_says_it_waits_and_exits_0_when_loading_ends():
+    """The loader (reading data, compiling kernels) cannot be interrupted, and the app's
+    loop waits for it on the way out: the screen must say so instead of vanishing into a
+    terminal that hangs until the compile is over. What the loader built is closed."""
+    import threading
+
+    from tui.app import QUIT_WHILE_LOADING
+    from tui.screens.loading import LoadingScreen
+
+    release, closed = threading.Event(), []
+
+    class Session:
+        def close(self) -> None:
+            closed.append(True)
+
+    def make_session(progress: Any) -> Any:
+        progress(0.9, "compiling kernels (first run only)")
+        release.wait(30)
+        return Session()
+
+    app = DescentApp(make_session)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        await wait_for(pilot, lambda: isinstance(screen, LoadingScreen)
+                       and screen.message.startswith("compiling"), "the loader's message")
+        await pilot.press("q")
+        for _ in range(5):
+            await pilot.pause()
+        assert app.is_running and app.screen is screen
+        assert screen.message == QUIT_WHILE_LOADING
+        release.set()
+        await wait_for(pilot, lambda: not app.is_running, "the app to exit")
+    assert app.return_code == 0 and closed == [True]
+
+
 @pytest.mark.parametrize("size", [(80, 24), (100, 30), (200, 60)])
 async def test_panels_never_overlap(blobs, size):
     app, _ = make_app(blobs, lr=0.1, reg=0.001)

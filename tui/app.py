@@ -34,6 +34,8 @@ EXIT_OK, EXIT_BAD_INPUT, EXIT_FAILED = 0, 2, 1
 """Exit statuses: success, bad input (the loader refused), training crashed."""
 JOIN_SECONDS = 5.0
 """How long quitting waits for the training loop to return."""
+QUIT_WHILE_LOADING = "quitting once loading ends (a compile cannot be interrupted)"
+"""Shown on the loading screen after q: the loader thread runs to its end first."""
 
 
 class _Either:
@@ -89,6 +91,7 @@ class DescentApp(App[int]):
         """The one-line error shown, if any (tests read it)."""
         self._quitting = False
         self._closed = False
+        self._exit_code_after_load = EXIT_OK
 
     # -- start --------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -139,7 +142,11 @@ class DescentApp(App[int]):
     def _worker_changed(self, event: Worker.StateChanged) -> None:
         worker, state = event.worker, event.state
         if worker.group == "loading":
-            if state == WorkerState.SUCCESS and worker.result is not None:
+            if self._quitting and state in (WorkerState.SUCCESS, WorkerState.ERROR,
+                                            WorkerState.CANCELLED):
+                self.exit(self._exit_code_after_load,
+                          return_code=self._exit_code_after_load)
+            elif state == WorkerState.SUCCESS and worker.result is not None:
                 self._start(worker.result)
             elif state == WorkerState.ERROR and worker.error is not None:
                 self.fail(one_line(worker.error), EXIT_BAD_INPUT)
@@ -169,6 +176,13 @@ class DescentApp(App[int]):
             return
         self._quitting = True
         self.stop_event.set()
+        if self.session is None and isinstance(self.screen, LoadingScreen):
+            # The loader (reading data, compiling kernels) cannot be interrupted, and the
+            # app's loop would wait for it on the way out anyway, with the screen already
+            # gone: say so, and exit when it returns (it closes what it built).
+            self._exit_code_after_load = code
+            self.screen.set_progress(-1, QUIT_WHILE_LOADING)
+            return
         if self.train_worker is not None and not self.run_done.wait(JOIN_SECONDS):
             self.error_message = "the training thread did not stop in time"
             code = code or EXIT_FAILED
