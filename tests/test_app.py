@@ -334,16 +334,19 @@ async def test_a_loader_error_is_one_line_and_exits_2():
     assert app.return_code == 2
 
 
-async def test_q_while_loading_says_it_waits_and_exits_0_when_loading_ends():
+@pytest.mark.parametrize("reports_after", [True, False])
+async def test_q_while_loading_says_it_waits_and_exits_0_when_loading_ends(reports_after):
     """The loader (reading data, compiling kernels) cannot be interrupted, and the app's
     loop waits for it on the way out: the screen must say so instead of vanishing into a
-    terminal that hangs until the compile is over. What the loader built is closed."""
+    terminal that hangs until the compile is over. A loader that reports progress again
+    is stopped there (the live loader reports before it creates the recording); what a
+    loader built anyway is closed."""
     import threading
 
-    from tui.app import QUIT_WHILE_LOADING
+    from tui.app import QUIT_WHILE_LOADING, LoadingCancelled
     from tui.screens.loading import LoadingScreen
 
-    release, closed = threading.Event(), []
+    release, built, closed, cancelled = threading.Event(), [], [], []
 
     class Session:
         def close(self) -> None:
@@ -352,6 +355,13 @@ async def test_q_while_loading_says_it_waits_and_exits_0_when_loading_ends():
     def make_session(progress: Any) -> Any:
         progress(0.9, "compiling kernels (first run only)")
         release.wait(30)
+        if reports_after:
+            try:
+                progress(0.95, "building the trainer")
+            except LoadingCancelled:
+                cancelled.append(True)
+                raise
+        built.append(True)
         return Session()
 
     app = DescentApp(make_session)
@@ -366,7 +376,11 @@ async def test_q_while_loading_says_it_waits_and_exits_0_when_loading_ends():
         assert screen.message == QUIT_WHILE_LOADING
         release.set()
         await wait_for(pilot, lambda: not app.is_running, "the app to exit")
-    assert app.return_code == 0 and closed == [True]
+    assert app.return_code == 0
+    if reports_after:
+        assert cancelled == [True] and built == [] and closed == []
+    else:
+        assert built == [True] and closed == [True]
 
 
 @pytest.mark.parametrize("size", [(80, 24), (100, 30), (200, 60)])

@@ -29,7 +29,13 @@ from tui.screens.loading import LoadingScreen
 Session = Any
 """A live ``engine.trainer.Trainer`` or a replay ``engine.replay.Replayer``."""
 MakeSession = Callable[[Callable[[float, str], None]], Session]
-"""Builds the session; may take seconds; reports through ``progress(fraction, message)``."""
+"""Builds the session; may take seconds; reports through ``progress(fraction, message)``,
+which raises :class:`LoadingCancelled` once the user has quit (let it propagate)."""
+
+
+class LoadingCancelled(Exception):
+    """Raised by the loader's ``progress`` after the user quit: stop building the session
+    (a live session's recording is not created for a run that never starts)."""
 EXIT_OK, EXIT_BAD_INPUT, EXIT_FAILED = 0, 2, 1
 """Exit statuses: success, bad input (the loader refused), training crashed."""
 JOIN_SECONDS = 5.0
@@ -108,12 +114,14 @@ class DescentApp(App[int]):
         return session
 
     def _progress(self, fraction: float, message: str) -> None:
-        """Called on the loader thread: post, never block."""
+        """Called on the loader thread: post, never block; after a quit, cancel."""
+        if self._quitting:
+            raise LoadingCancelled
         self.post_message(LoadProgress(float(fraction), str(message)))
 
     @on(LoadProgress)
     def _show_progress(self, event: LoadProgress) -> None:
-        if isinstance(self.screen, LoadingScreen):
+        if isinstance(self.screen, LoadingScreen) and not self._quitting:
             self.screen.set_progress(event.fraction, event.text)
 
     def _start(self, session: Session) -> None:

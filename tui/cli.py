@@ -408,6 +408,7 @@ def _make_live_session(args: argparse.Namespace, config: Any,
     dataset = load_data(config.data, config.num_val, progress)
     progress(0.9, "compiling kernels (first run only)")
     kernels.warmup()
+    progress(0.95, "building the trainer")  # raises if the user quit meanwhile: no recording
     trainer, _ = build_trainer(config, dataset, _record_path(args, config.loss))
     progress(1.0, "ready")
     return trainer
