@@ -473,6 +473,10 @@ class Trainer:
         """Evaluate the final weights once, tell observers, return the summary. Idempotent."""
         if not self._closed:
             self._closed = True
+            # A scripted event at the last step (an automatic rescue landed on the chunk
+            # that ended the run) took effect before the recorded final evaluation.
+            while self._scripted and self._script and self._script[0].step <= self.step:
+                self._apply_scripted(self._script.popleft())
             if self._last_eval_step != self.step:
                 self._evaluate()
             summary = self.summary()

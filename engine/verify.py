@@ -250,10 +250,13 @@ def fork(path: str | os.PathLike, at: int, overrides: dict[str, Any] | None = No
 
     The run is re-executed from its header with the recorded events before ``at``; its
     losses up to ``at`` are checked against the recording (a fork of a run that does not
-    reproduce would be a lie). The new recording (``record``) starts with the parent's
-    steps, evaluations and events before ``at`` (so it replays and verifies on its own),
-    names the parent and ``at`` in its header, and records the overrides as control
-    events at step ``at``.
+    reproduce would be a lie). The parent's rescues and control changes *at* ``at`` were
+    applied before step ``at`` ran, so they are part of its state there: they are applied
+    again (an automatic rescue lands on whatever step its chunk ended at, so it can fall
+    exactly on a fork step), then the overrides. The new recording (``record``) starts
+    with the parent's steps, evaluations and events before ``at`` (so it replays and
+    verifies on its own), names the parent and ``at`` in its header, and records those
+    changes and the overrides as events at step ``at``.
 
     Args:
         path: the parent recording.
@@ -310,6 +313,11 @@ def fork(path: str | os.PathLike, at: int, overrides: dict[str, Any] | None = No
         recorder.write_prefix(rec, at)
         recorder.on_start(trainer)
         trainer.observers.append(recorder)
+    for ev in rec.events:  # the parent's state at `at` (see above), recorded as the fork's
+        if ev.step == at and ev.kind == "rescue":
+            trainer.send("rescue")
+        elif ev.step == at and ev.kind == "control":
+            trainer.send(ev.name, ev.value)
     if headless and overrides.get("on_diverge", trainer.config.on_diverge) == "pause":
         overrides["on_diverge"] = "stop"
     for name, value in overrides.items():

@@ -3,6 +3,8 @@ divergence reactions, and scripts that reproduce a run bit for bit."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -264,3 +266,21 @@ def test_repeated_divergence_rescues_up_to_the_limit_then_pauses(tiny):
     assert t.state is State.DIVERGED and t.run_chunk() == 0  # held: paused by the alarm
     lrs = [e.value for e in t.history.snapshot().events if e.kind == "rescue"]
     assert lrs == sorted(lrs, reverse=True) and len(set(lrs)) == len(lrs)
+
+
+def test_a_scripted_rescue_at_the_last_step_comes_before_the_final_evaluation(tiny):
+    """An automatic rescue lands at the end of the chunk that raised the alarm, which can
+    be the run's last step: the live run closed with the rescued weights, so a re-run
+    (verify) must apply the recorded rescue before its final evaluation too."""
+    from engine.history import Event
+
+    script = [Event(150, "control", "lr", 1e3), Event(200, "rescue", "rescue")]
+    t = Trainer(Config(data=tiny.spec, seed=3, eval_every=100, steps=200,
+                       on_diverge="ignore"), tiny, script=script)
+    t.run()
+    healthy_w = t._healthy[1].copy()
+    t.close()
+    assert t.rescues == 1
+    np.testing.assert_array_equal(t.W, healthy_w)
+    last = t.history.evaluations()[-1]
+    assert last.step == 200 and math.isfinite(last.val_loss)

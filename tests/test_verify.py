@@ -35,7 +35,9 @@ def record_run(dataset, path: Path, *, steps: int = 1200,
     """Train with a Recorder, sending controls when the trainer is exactly at their steps.
 
     Chunks always stop at multiples of eval_every (100 here), so controls given at such
-    steps take effect exactly there: the run is the same whatever the machine's speed.
+    steps take effect exactly there. Chunks are 20 steps: an automatic rescue lands at the
+    end of the chunk that raised the alarm, so with chunks that follow the machine's speed
+    the run after it would not be the same everywhere.
     """
     from engine.trainer import Trainer
 
@@ -44,10 +46,12 @@ def record_run(dataset, path: Path, *, steps: int = 1200,
     rec = Recorder(path, cfg, dataset)
     tr = Trainer(cfg, dataset, observers=[rec])
     pending = dict(controls or {})
-    while tr.state.value != "FINISHED":
-        for name, value in pending.pop(tr.step, []):
-            tr.send(name, value)
-        tr.run_chunk()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Trainer, "_chunk_size", lambda self: 20)
+        while tr.state.value != "FINISHED":
+            for name, value in pending.pop(tr.step, []):
+                tr.send(name, value)
+            tr.run_chunk()
     tr.close()
     assert rec.error is None
 
@@ -164,6 +168,23 @@ def test_verify_missing_dataset_or_other_fingerprint_is_exit_2(parent, tmp_path,
     assert run_verify(other) == EXIT_INPUT
     err = capsys.readouterr().err
     assert "not available" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_fork_at_the_step_of_a_rescue_starts_from_the_rescued_weights(parent, tmp_path):
+    """The parent's rescue at step k was applied before step k ran: a fork at k must
+    start from the restored weights (once, with chunks of 50, it started from the
+    blown-up ones and its first loss was NaN)."""
+    p = load_recording(parent)
+    k = next(e.step for e in p.events if e.kind == "rescue")
+    child = tmp_path / "at_rescue.jsonl"
+    tr, rec, _ = fork(parent, k, {"steps": 20}, record=child, headless=True)
+    while tr.state.value != "FINISHED":
+        tr.run_chunk()
+    tr.close()
+    c = load_recording(child)
+    np.testing.assert_array_equal(c.data_loss[: k + 20], p.data_loss[: k + 20])
+    assert [(e.step, e.kind) for e in c.events if e.step == k] == [(k, "rescue")]
+    assert verify(child).identical
 
 
 def test_fork_reproduces_the_parent_up_to_k(parent, tmp_path):
