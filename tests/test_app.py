@@ -62,8 +62,11 @@ def make_app(ds: Any, *, paused: bool = True, **config: Any) -> tuple[DescentApp
 
 
 async def started(pilot: Any, app: DescentApp) -> LiveDashboard:
-    # loading may compile (or load cached) Numba kernels: allow up to 60 s
-    await wait_for(pilot, lambda: isinstance(app.screen, LiveDashboard), "the dashboard", 3000)
+    # loading may compile (or load cached) Numba kernels: allow up to 60 s; then wait for
+    # the dashboard's widgets, which are mounted a moment after the screen switch
+    await wait_for(pilot, lambda: isinstance(app.screen, LiveDashboard)
+                   and bool(app.screen.query("#loss-plot")) and bool(app.screen.query("#log")),
+                   "the dashboard", 3000)
     assert isinstance(app.screen, LiveDashboard)
     return app.screen
 

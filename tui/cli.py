@@ -434,6 +434,8 @@ def _run_dashboard(make_session: Callable[[Callable[[float, str], None]], Any]) 
         finally:
             if sig.signum is not None:  # q and Ctrl-C stop cleanly inside the app
                 app.end_after_signal(signal.Signals(sig.signum).name)
+    if sig.signum is not None:  # however the app's loop ended after the signal
+        return sig.exit_status
     return EXIT_OK if status is None else int(status)
 
 
