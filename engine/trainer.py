@@ -353,9 +353,13 @@ class Trainer:
                          f"{self.config.lr:.2e}"))
 
     # -- controls ------------------------------------------------------------------------
-    def _apply_controls(self) -> None:
+    def _apply_due_script(self) -> None:
+        """Apply the scripted events due at or before the current step."""
         while self._script and self._script[0].step <= self.step:
             self._apply_scripted(self._script.popleft())
+
+    def _apply_controls(self) -> None:
+        self._apply_due_script()
         while True:
             try:
                 name, value = self._queue.get_nowait()
@@ -475,8 +479,7 @@ class Trainer:
             self._closed = True
             # A scripted event at the last step (an automatic rescue landed on the chunk
             # that ended the run) took effect before the recorded final evaluation.
-            while self._scripted and self._script and self._script[0].step <= self.step:
-                self._apply_scripted(self._script.popleft())
+            self._apply_due_script()
             if self._last_eval_step != self.step:
                 self._evaluate()
             summary = self.summary()

@@ -71,6 +71,14 @@ async def started(pilot: Any, app: DescentApp) -> LiveDashboard:
     return app.screen
 
 
+async def open_editor(pilot: Any, app: DescentApp, screen: LiveDashboard) -> ControlEditor:
+    """Press e; the editor shows with the lr input focused."""
+    await pilot.press("e")
+    editor = screen.query_one("#editor", ControlEditor)
+    assert editor.display and app.focused is not None and app.focused.id == "edit-lr"
+    return editor
+
+
 def controls(events: Any, name: str) -> list[Any]:
     return [e.value for e in events if e.kind == "control" and e.name == name]
 
@@ -139,9 +147,8 @@ async def test_typed_values_apply_and_invalid_ones_change_nothing(blobs):
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await started(pilot, app)
         trainer = made[0]
-        await pilot.press("e")
-        editor = screen.query_one("#editor", ControlEditor)
-        assert editor.display and app.focused is not None and app.focused.id == "edit-lr"
+        editor = await open_editor(pilot, app, screen)
+        assert app.focused is not None
         # an invalid value: refused beside the input, nothing sent, nothing changes
         app.focused.value = ""
         await pilot.press("minus", "3", "enter")
@@ -183,9 +190,8 @@ async def test_keys_typed_at_once_into_the_editor_act_in_the_order_typed(blobs):
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await started(pilot, app)
         trainer = made[0]
-        await pilot.press("e")
-        editor = screen.query_one("#editor", ControlEditor)
-        assert app.focused is not None and app.focused.id == "edit-lr"
+        editor = await open_editor(pilot, app, screen)
+        assert app.focused is not None
         app.focused.value = "ab"  # the cursor after it
         keys = [("backspace", None), ("backspace", None), ("2", "2"), ("e", "e"),
                 ("minus", "-"), ("3", "3"), ("enter", None)]

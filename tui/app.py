@@ -182,8 +182,7 @@ class DescentApp(App[int]):
         """
         if self._quitting:
             return
-        self._quitting = True
-        self.stop_event.set()
+        self.stop_soon()
         if self.session is None and isinstance(self.screen, LoadingScreen):
             # The loader (reading data, compiling kernels) cannot be interrupted, and the
             # app's loop would wait for it on the way out anyway, with the screen already
