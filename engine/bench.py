@@ -12,7 +12,8 @@ is the median of the rounds' ratios, since the machine's speed drifts between ro
   vectorized step in float32 numpy: ``Xb = X[idx]``, ``scores = Xb @ W``, then
   ``dW = Xb.T @ coeff`` (a gather and 2 sgemm, numpy's BLAS threads).
 - The flop bound: 4·B·D·C flops per step at the sgemm peak measured in this run.
-- Full-batch GD on all 49000 rows against the time to stream X once (a BLAS sgemv).
+- Full-batch GD on all 49000 rows against the time to stream X once (a BLAS sgemv), and
+  its flop bound (4·N·D·C flops at the sgemm peak) in the same units.
 - Random-search proposals/s (the current W and a candidate scored on the same batch).
 - Cold and warm Numba compile times, each in a fresh subprocess (cold: empty cache dir).
 
@@ -98,6 +99,12 @@ class Context:
     def pair_ratio(self, i: int, j: int) -> float:
         """Median over the last :meth:`timed` call's rounds of fns[i]'s rate / fns[j]'s."""
         return median_ratio(self.rates[i], self.rates[j])
+
+
+def flop_bound_ms(rows: int, dims: int, classes: int, peak_gflops: float) -> float:
+    """Milliseconds a loss-and-gradient pass over rows x dims takes at the sgemm peak:
+    4·rows·dims·classes flops (scores and gradient, a multiply and an add each)."""
+    return 1e3 * 4.0 * rows * dims * classes / (peak_gflops * 1e9)
 
 
 def median_ratio(num: list[float], den: list[float]) -> float:
@@ -300,10 +307,12 @@ def section_gd(ctx: Context) -> list[Row]:
         engine()
         stream()
         eng, refr, st = ctx.timed([engine, ref, stream])
+        floor_ms = flop_bound_ms(X.shape[0], X.shape[1], ctx.W.shape[1], ctx.peak_gflops)
         rows.append((f"gd {name:8s} N={N_ROWS}", f"{1e3 / eng:.1f} ms/step",
                      f"{1e3 / refr:.1f} ms/step", f"{ctx.ratio:.2f}x",
                      f"{ctx.pair_ratio(2, 0):.2f}x the time to stream X once "
-                     f"({1e3 / st:.1f} ms, {X.nbytes * st / 1e9:.0f} GB/s sgemv)"))
+                     f"({1e3 / st:.1f} ms, {X.nbytes * st / 1e9:.0f} GB/s sgemv); "
+                     f"flop bound {floor_ms:.1f} ms = {floor_ms * st / 1e3:.2f}x"))
     return rows
 
 

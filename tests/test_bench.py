@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from engine.bench import Context
+from engine.bench import Context, flop_bound_ms
 
 
 def _ctx(repeats: int = 3) -> Context:
@@ -40,3 +41,10 @@ def test_timed_interleaves_and_reports_units_per_second_and_the_ratio():
     assert len(rates) == 2 and all(r > 0 for r in rates)
     assert len(ctx.rates[0]) == len(ctx.rates[1]) == 3
     assert ctx.ratio == ctx.pair_ratio(0, 1)
+
+
+def test_flop_bound_counts_scores_and_gradient_at_the_peak():
+    # A CIFAR-sized GD step is 6.0 GFLOP: 34.2 ms at 176 GFLOP/s, half that at twice the peak.
+    assert abs(flop_bound_ms(49_000, 3073, 10, 176.0) - 34.22) < 0.01
+    assert flop_bound_ms(49_000, 3073, 10, 352.0) == flop_bound_ms(49_000, 3073, 10, 176.0) / 2
+    assert flop_bound_ms(256, 3073, 10, 176.0) == pytest.approx(1e3 * 4 * 256 * 3073 * 10 / 176e9)
