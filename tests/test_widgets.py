@@ -13,7 +13,7 @@ from engine.history import Evaluation, Event, History
 from tui.widgets.accuracy_plot import AccuracyPlot
 from tui.widgets.controls import ControlsPanel, format_control
 from tui.widgets.event_log import EventLog
-from tui.widgets.loss_plot import LossPlot, SmoothedCurve, ema_extend
+from tui.widgets.loss_plot import LossPlot, SmoothedCurve, ema_extend, format_loss
 from tui.widgets.plot_base import finite_points, format_step, log_ticks, nice_ticks, step_ticks
 
 
@@ -281,3 +281,13 @@ async def test_keys_typed_at_once_after_tab_go_to_the_next_input():
     first, _, second = await _type_at_once(OrderedInput, keys)
     assert (first, second) == ("14", "3")
 
+
+
+def test_format_loss_keeps_four_significant_digits_and_trailing_zeros():
+    # A smoothed loss of 2.1 must not read "2.1" beside "loss 2.048": the title keeps width.
+    assert [format_loss(v) for v in (2.1, 2.0999999, 2.048, 0.0, 123.4, 1234.0)] == [
+        "2.100", "2.100", "2.048", "0.000", "123.4", "1234"]
+    # Far from 1 (a diverged run passes 2500 and climbs): powers of ten, 4 digits still.
+    assert format_loss(25_123.0) == "2.512e+04"
+    assert format_loss(0.000123) == "1.230e-04"
+    assert [format_loss(v) for v in (math.nan, math.inf)] == ["nan", "inf"]

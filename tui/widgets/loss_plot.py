@@ -19,7 +19,6 @@ from engine.history import Snapshot, decimate
 from tui.widgets.plot_base import (
     CachedPlot,
     finite_points,
-    format_tick,
     log_ticks,
     set_step_axis,
 )
@@ -280,11 +279,11 @@ class LossPlot(CachedPlot):
         plt.title(self._title(s, scale, beta))
 
     def _title(self, s: Snapshot, scale: str, beta: float) -> str:
-        parts = [f"loss {_num(s.loss[-1])}"]
+        parts = [f"loss {format_loss(s.loss[-1])}"]
         if beta > 0:
-            parts.append(f"smoothed {_num(self._smoothed[-1])}")
+            parts.append(f"smoothed {format_loss(self._smoothed[-1])}")
         if s.val_loss.size:
-            parts.append(f"val {_num(s.val_loss[-1])}")
+            parts.append(f"val {format_loss(s.val_loss[-1])}")
         if self.parent_curve is not None and self.parent_curve[0].size:
             parts.append(f"parent@{int(self.parent_curve[0][0])}")
         return " · ".join(parts) + scale
@@ -315,8 +314,12 @@ def _plot_envelope(plt: Any, x: np.ndarray, y: np.ndarray, columns: int, log: bo
     return drawn
 
 
-def _num(v: float) -> str:
+def format_loss(v: float) -> str:
+    """A loss for the title: 4 significant digits, trailing zeros kept (2.100, not 2.1, so
+    the title does not jump about as the numbers change); powers of ten far from 1."""
     v = float(v)
     if not math.isfinite(v):
         return str(v)
-    return format_tick(v) if abs(v) >= 1e4 or (v != 0 and abs(v) < 1e-3) else f"{v:.4g}"
+    if abs(v) >= 1e4 or (v != 0 and abs(v) < 1e-3):
+        return f"{v:.3e}"
+    return f"{v:#.4g}".rstrip(".")
