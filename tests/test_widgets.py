@@ -14,7 +14,14 @@ from tui.widgets.accuracy_plot import AccuracyPlot
 from tui.widgets.controls import ControlsPanel, format_control
 from tui.widgets.event_log import EventLog
 from tui.widgets.loss_plot import LossPlot, SmoothedCurve, ema_extend, format_loss
-from tui.widgets.plot_base import finite_points, format_step, log_ticks, nice_ticks, step_ticks
+from tui.widgets.plot_base import (
+    finite_points,
+    format_step,
+    linear_ticks,
+    log_ticks,
+    nice_ticks,
+    step_ticks,
+)
 
 
 def naive_ema(x: np.ndarray, beta: float) -> np.ndarray:
@@ -291,3 +298,55 @@ def test_format_loss_keeps_four_significant_digits_and_trailing_zeros():
     assert format_loss(25_123.0) == "2.512e+04"
     assert format_loss(0.000123) == "1.230e-04"
     assert [format_loss(v) for v in (math.nan, math.inf)] == ["nan", "inf"]
+
+
+def test_linear_ticks_are_round_with_the_digits_their_step_needs():
+    ticks, labels = linear_ticks(1.787, 2.312, 8)
+    assert labels == ["1.8", "1.9", "2.0", "2.1", "2.2", "2.3"]
+    assert ticks == pytest.approx([1.8, 1.9, 2.0, 2.1, 2.2, 2.3])
+    assert linear_ticks(1.787, 2.312, 4)[1] == ["1.8", "2.0", "2.2"]
+    assert linear_ticks(-0.3, 0.2, 5)[1] == ["-0.2", "-0.1", "0", "0.1", "0.2"]
+    # a diverging loss: short labels, as many mantissa digits as the step needs
+    assert linear_ticks(2.4e4, 3.6e4, 5)[1] == ["2.5e+04", "3.0e+04", "3.5e+04"]
+    assert linear_ticks(1.8, 2.6e53, 3)[1] == ["1e+53", "2e+53"]
+    assert linear_ticks(1.8, 2.6e53, 5)[1] == ["5.0e+52", "1.0e+53", "1.5e+53", "2.0e+53",
+                                               "2.5e+53"]
+    assert linear_ticks(2.3, 1.245e36, 2)[1] == ["5.0e+35", "1.0e+36"]
+    # as many ticks as fit: 0.2 apart, not 0.5 (2 ticks) for a 0.3-1.38 loss on 5 rows
+    assert linear_ticks(0.30, 1.38, 5)[1] == ["0.4", "0.6", "0.8", "1.0", "1.2"]
+    # no two round ticks fit, or no span: the ends
+    assert linear_ticks(2.3, 2.9, 2) == ([2.3, 2.9], ["2.3", "2.9"])
+    assert linear_ticks(2.0, 2.0, 5) == ([2.0], ["2"])
+    assert linear_ticks(0.0, math.inf, 5) == ([], [])
+
+
+def diverged_history() -> History:
+    h = History()
+    loss = np.concatenate([[2.31], 1.245e6 * 10.0 ** np.arange(0, 35, 5)])
+    h.append_steps(loss, np.zeros_like(loss))
+    h.append_eval(Evaluation(0, 0.1, 0.1, 2.3, 2.3))
+    return h
+
+
+@pytest.mark.parametrize("size", [(46, 11), (46, 7), (52, 11), (100, 18)])
+async def test_a_diverged_loss_keeps_short_labels_and_a_title(size):
+    # Linear axis, loss up to 1e36: plotext's own labels printed every digit
+    # (263317337907190955368976657201205421074438121024651264.0) and left no room for the
+    # curve; and a title that does not fit the canvas beside the tick labels (48 columns
+    # in a 52-column plot with 7-column labels) vanished.
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield LossPlot(id="loss")
+
+    app = One()
+    async with app.run_test(size=size) as pilot:
+        plot = app.query_one(LossPlot)
+        plot.update_data(diverged_history().snapshot(), log_scale=False, smoothing=0.99)
+        await pilot.pause()
+        lines = plot.render().plain.splitlines()
+        assert lines[0].strip().startswith("loss 1.245e+36")
+        assert "val 2.300" in lines[0]
+        assert ("smoothed" in lines[0]) == (size[0] >= 60)
+        labels = [line.split("┤")[0].strip() for line in lines if "┤" in line]
+        assert labels and all(len(label) <= 7 for label in labels), labels
+        assert sum("⣀" in line or "⠁" in line for line in lines) >= 1  # the curve is drawn

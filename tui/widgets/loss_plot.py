@@ -19,6 +19,7 @@ from engine.history import Snapshot, decimate
 from tui.widgets.plot_base import (
     CachedPlot,
     finite_points,
+    linear_ticks,
     log_ticks,
     set_step_axis,
 )
@@ -271,22 +272,44 @@ class LossPlot(CachedPlot):
             if color is not None and 0 <= ev.step <= right:
                 plt.vline(ev.step, color)
         set_step_axis(plt, right, width)
-        if self.log_scale and all_y:
+        labels: list[str] = []
+        if all_y:
             y = np.concatenate(all_y)
-            ticks, labels = log_ticks(float(y.min()), float(y.max()), max(2, (height - 3) // 3))
+            lo, hi = float(y.min()), float(y.max())
+            if self.log_scale:
+                ticks, labels = log_ticks(lo, hi, max(2, (height - 3) // 3))
+            else:
+                ticks, labels = linear_ticks(lo, hi, max(2, (height - 3) // 2))
             if ticks:
                 plt.yticks(ticks, labels)
-        plt.title(self._title(s, scale, beta))
+        # plotext centres the title over the canvas (right of the tick labels and the axis)
+        # and leaves it out altogether when it does not fit there
+        canvas = width - max((len(label) for label in labels), default=6) - 3
+        plt.title(self._title(s, scale, beta, canvas))
 
-    def _title(self, s: Snapshot, scale: str, beta: float) -> str:
-        parts = [f"loss {format_loss(s.loss[-1])}"]
+    def _title(self, s: Snapshot, scale: str, beta: float, width: int = 1000) -> str:
+        """The plot's title line, at most ``width`` columns (plotext leaves out a title that
+        does not fit, and a diverged run's numbers are long): to fit, the parent's step goes
+        first, then the smoothed loss, then the scale, then the validation loss."""
+        parts = {"loss": f"loss {format_loss(s.loss[-1])}"}
         if beta > 0:
-            parts.append(f"smoothed {format_loss(self._smoothed[-1])}")
+            parts["smoothed"] = f"smoothed {format_loss(self._smoothed[-1])}"
         if s.val_loss.size:
-            parts.append(f"val {format_loss(s.val_loss[-1])}")
+            parts["val"] = f"val {format_loss(s.val_loss[-1])}"
         if self.parent_curve is not None and self.parent_curve[0].size:
-            parts.append(f"parent@{int(self.parent_curve[0][0])}")
-        return " · ".join(parts) + scale
+            parts["parent"] = f"parent@{int(self.parent_curve[0][0])}"
+
+        def text() -> str:
+            return " · ".join(parts.values()) + scale
+
+        for drop in ("parent", "smoothed", "scale", "val"):
+            if len(text()) <= width:
+                break
+            if drop == "scale":
+                scale = ""
+            else:
+                parts.pop(drop, None)
+        return text()
 
 
 def _plot_envelope(plt: Any, x: np.ndarray, y: np.ndarray, columns: int, log: bool,

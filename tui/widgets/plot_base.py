@@ -171,6 +171,53 @@ def nice_ticks(lo: float, hi: float, max_ticks: int) -> list[float]:
     return ticks
 
 
+def linear_ticks(lo: float, hi: float, max_ticks: int) -> tuple[list[float], list[str]]:
+    """Round tick positions and labels for a linear axis spanning [lo, hi].
+
+    The labels share one style, with as many digits as the tick step needs: 1.80 1.85
+    1.90, or 2.5e+04 3.0e+04 once a value reaches 10^4 (a diverged loss climbs to 1e+30
+    and beyond; plotext's own labels then print every digit of it and leave no room for
+    the plot).
+
+    Returns:
+        (positions, labels); the ends when no two round ticks fit; none when not finite.
+    """
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return [], []
+    ticks = _densest_round_ticks(lo, hi, max(2, max_ticks)) if hi > lo else []
+    if len(ticks) < 2:  # no room for two round ticks (or no span): label the ends
+        ticks = [lo, hi] if hi > lo else [lo]
+        return ticks, [format_tick(t) for t in ticks]
+    step = ticks[1] - ticks[0]
+    big = max(abs(t) for t in ticks)
+    if big >= 1e4 or big < 1e-3:
+        # digits of the mantissa the step needs: 2.5e+04 beside 3.0e+04, 1e+53 beside 2e+53
+        digits = max(0, _decade(big) - _decade(step)) if big else 0
+        labels = [f"{t:.{digits}e}" for t in ticks]
+    else:
+        decimals = max(0, -_decade(step))
+        labels = [f"{t:.{decimals}f}" for t in ticks]
+    return ticks, ["0" if abs(t) < 1e-9 * step else lab
+                   for t, lab in zip(ticks, labels, strict=True)]
+
+
+def _decade(v: float) -> int:
+    """floor(log10(v)) for v > 0, robust to v = 0.9999999999999999 × 10^k (the sum of a
+    float step): 1 × 10^k's decade."""
+    return math.floor(math.log10(v) + 1e-9)
+
+
+def _densest_round_ticks(lo: float, hi: float, max_ticks: int) -> list[float]:
+    """Multiples of the smallest 1, 2 or 5 × 10^k step that puts at most ``max_ticks`` of
+    them in [lo, hi] (computed as k·step, so 0.3 is 3 × 0.1, not 0.1 + 0.1 + 0.1)."""
+    mag = 10.0 ** math.floor(math.log10((hi - lo) / max_ticks))
+    for step in (m * mag for m in (1, 2, 5, 10, 20, 50)):
+        first, last = math.ceil(lo / step), math.floor(hi / step)
+        if last - first + 1 <= max_ticks:
+            return [k * step for k in range(first, last + 1)]
+    return []
+
+
 def step_ticks(right: float, max_ticks: int) -> list[float]:
     """Round ticks on a step axis from 0 to ``right``: whole steps only, so a short run's
     axis (right = 1 before the second evaluation) reads "0 1", not "0 0 1"."""
