@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.config import Config, ConfigError
+from engine.config import Config, ConfigError, validate_control
 from engine.history import Evaluation, Event
 from engine.recording import Recorder, Recording, RecordingError, load_recording, unique_path
 
@@ -285,6 +285,12 @@ def fork(path: str | os.PathLike, at: int, overrides: dict[str, Any] | None = No
     if unknown:
         raise VerifyInputError(f"cannot change {', '.join(sorted(unknown))} in a fork "
                                f"(only {', '.join(FORK_FIELDS)} and steps)")
+    for name, value in overrides.items():  # at once, not after re-executing `at` steps
+        if value is not None:
+            try:
+                overrides[name] = validate_control(name, value, dataset.num_train)
+            except ConfigError as e:
+                raise VerifyInputError(f"fork: {e}") from None
     script = [e for e in rec.events if e.step < at]
     # a harmless scripted event at `at` makes the trainer stop its chunks exactly there
     boundary = Event(at, "pause", "fork", detail="fork point")

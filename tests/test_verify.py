@@ -217,6 +217,14 @@ def test_fork_bad_requests(parent):
         fork(parent, 10**6, {})
     with pytest.raises(VerifyInputError, match="cannot change seed"):
         fork(parent, 5, {"seed": 3})
+    # an invalid value is refused before any re-execution, naming the problem (it used to
+    # be refused silently by the trainer, and the fork ran on as the parent had)
+    for change, problem in (({"lr": -1.0}, "learning rate must be a finite number > 0"),
+                            ({"reg": float("nan")}, "λ"),
+                            ({"batch_size": 10**9}, "larger than the training set"),
+                            ({"optimizer": "adam"}, "optimizer must be one of")):
+        with pytest.raises(VerifyInputError, match=problem):
+            fork(parent, 5, change)
 
 
 def test_chunking_does_not_change_numbers_after_a_rescue(blobs, monkeypatch):
@@ -276,3 +284,8 @@ def test_cli_verify_and_fork(parent, tmp_path):
     assert load_recording(child).header["parent"]["step"] == 400
     out = _descent("replay", str(child), "--headless", "--json")
     assert out.returncode == 0 and json.loads(out.stdout)["steps"] == 500
+    out = _descent("fork", str(parent), "--at", "400", "--lr", "-1", "--headless",
+                   "--no-record")
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.strip().splitlines()[-1] == (
+        "descent: error: fork: learning rate must be a finite number > 0, got -1.0")
