@@ -271,6 +271,24 @@ def _guess_shape(d: int) -> tuple[int, int, int] | None:
     return None
 
 
+def _check_npz_magic(path: Path) -> None:
+    """Refuse a file that is not a zip archive before numpy sees it: np.load takes any
+    other file for a pickle, and allow_pickle=False then reports "pickled data" for a text
+    file, a CIFAR batch or a single .npy array alike."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(6)
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if head.startswith(b"PK"):
+        return
+    what = ("an empty file" if not head
+            else "a single .npy array" if head == b"\x93NUMPY"
+            else f"not an .npz archive (it starts with {head!r})")
+    raise DatasetError(f"{path}: {what}; save X_train and y_train together with "
+                       "numpy.savez(path, X_train=..., y_train=...)")
+
+
 def load_npz(s: DataSpec, num_val: int | None, report: Progress) -> Dataset:
     path = s.path
     assert path is not None
@@ -278,6 +296,7 @@ def load_npz(s: DataSpec, num_val: int | None, report: Progress) -> Dataset:
         raise DatasetError(f"npz: {path} does not exist; give a .npz file with X_train and "
                            "y_train")
     report(0.0, f"reading {path.name}")
+    _check_npz_magic(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             keys = set(z.files)

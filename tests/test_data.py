@@ -485,6 +485,22 @@ def test_npz_corrupt_file(tmp_path):
     one_line_error(e, str(tmp_path / "d.npz"))
 
 
+@pytest.mark.parametrize("content, needle", [
+    (b"root:x:0:0:root:/root:/bin/bash\n", "not an .npz archive (it starts with b'root:x')"),
+    (b"", "an empty file"),
+    (b"\x93NUMPY\x01\x00v\x00", "a single .npy array"),
+    (b"\x80\x04\x95", "not an .npz archive"),  # a pickle (a CIFAR batch, say)
+])
+def test_npz_that_is_not_a_zip_says_what_it_is(tmp_path, content, needle):
+    # np.load takes any non-zip for a pickle: these all used to read "holds a pickled
+    # object array", which sent the user looking for an object array
+    (tmp_path / "d.npz").write_bytes(content)
+    with pytest.raises(DatasetError) as e:
+        load_dataset(f"npz:{tmp_path / 'd.npz'}")
+    msg = one_line_error(e, str(tmp_path / "d.npz"), needle, "numpy.savez")
+    assert "pickled" not in msg
+
+
 # -- benchmark helper -------------------------------------------------------------------
 
 
