@@ -204,6 +204,50 @@ async def test_keys_typed_at_once_into_the_editor_act_in_the_order_typed(blobs):
     assert app.return_code == 0
 
 
+async def test_keys_typed_with_the_e_that_opens_the_editor_go_into_it(blobs):
+    """e and a value read from the terminal in one go: the keys after e belong to the
+    editor, though it opens only once e has been handled. They used to go to the
+    dashboard: the digits were dropped, the second e reopened the editor and "-" halved
+    the learning rate."""
+    from textual import events
+
+    app, made = make_app(blobs, lr=0.1, reg=0.001)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await started(pilot, app)
+        trainer = made[0]
+        keys = [("e", "e"), ("2", "2"), ("e", "e"), ("minus", "-"), ("3", "3"),
+                ("enter", None)]
+        for key, char in keys:
+            app.post_message(events.Key(key, char))
+        await wait_for(pilot, lambda: trainer.config.lr == 0.002, "lr 2e-3 applied")
+        editor = screen.query_one("#editor", ControlEditor)
+        assert editor.message_of("lr").startswith("sent")
+        assert controls(trainer.history.snapshot().events, "lr") == [0.002]
+        await pilot.press("escape")
+        assert not editor.display
+        await pilot.press("minus")  # the editor closed: a dashboard key again
+        await wait_for(pilot, lambda: trainer.config.lr == 0.001, "lr ÷2")
+        await pilot.press("q")
+    assert app.return_code == 0
+
+
+async def test_keys_held_for_an_input_that_never_opens_act_as_usual(blobs, monkeypatch):
+    # The hold is a bound, not a trap: if the editor does not take the keys, they run as
+    # dashboard keys once HOLD_SECONDS have passed.
+    from textual import events
+
+    monkeypatch.setattr(LiveDashboard, "action_edit", lambda self: None)
+    app, made = make_app(blobs, lr=0.1, reg=0.001)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await started(pilot, app)
+        trainer = made[0]
+        for key, char in [("e", "e"), ("minus", "-")]:
+            app.post_message(events.Key(key, char))
+        await wait_for(pilot, lambda: trainer.config.lr == 0.05, "lr ÷2")
+        await pilot.press("q")
+    assert app.return_code == 0
+
+
 async def test_pause_stops_the_step_counter_and_n_runs_one_step(blobs):
     app, made = make_app(blobs, paused=False, lr=0.1, reg=0.001)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -443,6 +487,8 @@ def recording(blobs, tmp_path):
 
 
 async def test_replay_keys_seek_and_jump_and_training_keys_are_inactive(recording):
+    from textual import events
+
     from engine.replay import Replayer
     from tui.screens.goto import GotoScreen
     from tui.screens.replay import ReplayDashboard
@@ -488,6 +534,11 @@ async def test_replay_keys_seek_and_jump_and_training_keys_are_inactive(recordin
         assert replayer.position == 750 and "lr 5.00e-02" in panel(app)
         log = screen.query_one("#log", EventLog).plain_lines
         assert any("lr 1.00e-01 → 5.00e-02" in line for line in log), log
+        for key, char in [("colon", ":"), ("2", "2"), ("5", "5"), ("0", "0"),
+                          ("enter", None)]:  # read in one go: the digits reach the prompt
+            app.post_message(events.Key(key, char))
+        await wait_for(pilot, lambda: replayer.position == 250, "a seek to 250")
+        assert app.screen is screen and "lr 1.00e-01" in panel(app)
         await pilot.press("q")
     assert app.return_code == 0
 

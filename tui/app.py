@@ -16,9 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App
 from textual.binding import Binding
+from textual.widget import Widget
 from textual.worker import Worker, WorkerState
 
 from tui.messages import LoadProgress
@@ -40,6 +41,9 @@ EXIT_OK, EXIT_BAD_INPUT, EXIT_FAILED = 0, 2, 1
 """Exit statuses: success, bad input (the loader refused), training crashed."""
 JOIN_SECONDS = 5.0
 """How long quitting waits for the training loop to return."""
+HOLD_SECONDS = 0.5
+"""Longest the keys after an input-opening key are held for an input that never takes
+them (then they act as usual); the input normally takes them within milliseconds."""
 QUIT_WHILE_LOADING = "quitting once loading ends (a compile cannot be interrupted)"
 """Shown on the loading screen after q: the loader thread runs to its end first."""
 
@@ -98,6 +102,8 @@ class DescentApp(App[int]):
         self._quitting = False
         self._closed = False
         self._exit_code_after_load = EXIT_OK
+        self._held: list[events.Key] | None = None
+        """Keys read since a key that opens an input, until it has the focus (on_event)."""
 
     # -- start --------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -167,6 +173,48 @@ class DescentApp(App[int]):
         self.error_message = message
         self.stop_event.set()
         self.switch_screen(ErrorScreen(message, exit_code))
+
+    # -- keys that open an input ---------------------------------------------------------
+    async def on_event(self, event: events.Event) -> None:
+        """Hold the keys typed right after a key that opens an input (the editor's ``e``,
+        the replay's ``:``) until the input has the focus, then give them to it.
+
+        The app hands each key to the widget focused when the key is read, and a screen's
+        binding runs only once its key has come back up to the app. So keys read together
+        with ``e`` (typed fast over SSH) went to the dashboard, not the editor: ``e1e-3⏎``
+        ran ``-`` as "lr ÷2". Priority bindings (ctrl+c) still act while keys are held.
+        """
+        if isinstance(event, events.Key) and not event.is_forwarded:
+            if self._held is not None:
+                if not await self._check_bindings(event.key, priority=True):
+                    self._held.append(event)
+                return
+            opens = getattr(self.screen, "opens_input", None)
+            if self.focused is None and opens is not None and opens(event.key):
+                held: list[events.Key] = []
+                self._held = held
+                self.set_timer(HOLD_SECONDS, lambda: self._release_held(held))
+        await super().on_event(event)
+
+    def hand_held_keys_to(self, widget: Widget) -> None:
+        """Give the held keys to ``widget`` (call right after ``widget.focus()``, which
+        takes effect on the app's queue: so does the hand-over, after it)."""
+        self.call_later(self._hand_over, widget)
+
+    def _hand_over(self, widget: Widget) -> None:
+        keys, self._held = self._held or [], None
+        for key in keys:
+            again = events.Key(key.key, key.character)
+            again._set_forwarded()  # an unhandled key bubbles up without coming back down
+            widget.post_message(again)
+
+    async def _release_held(self, held: list[events.Key]) -> None:
+        """No input claimed the keys held since ``held`` began: handle them as usual."""
+        if self._held is not held:
+            return
+        self._held = None
+        for key in held:
+            await self.on_event(key)
 
     # -- stop ---------------------------------------------------------------------------
     def action_quit(self) -> None:  # type: ignore[override]  # sync is fine for Textual

@@ -494,10 +494,18 @@ class LiveDashboard(Dashboard):
         self.note("rescue: restoring the last healthy W, lr ÷10")
 
     # -- the editor -------------------------------------------------------------------
+    def opens_input(self, key: str) -> bool:
+        """True for the key that opens the editor (the app then holds the keys typed after
+        it for the editor: see DescentApp.on_event)."""
+        return key == "e" and not self.query_one("#editor", ControlEditor).display
+
     def action_edit(self) -> None:
         editor = self.query_one("#editor", ControlEditor)
         self.add_class("-editing")
         editor.open({name: _edit_text(name, self.current(name)) for name, _ in EDITABLE})
+        hand_over = getattr(self.app, "hand_held_keys_to", None)
+        if hand_over is not None:
+            hand_over(self.query_one("#edit-lr"))
 
     @on(ControlEntered)
     def _control_entered(self, event: ControlEntered) -> None:

@@ -28,6 +28,13 @@ class GotoScreen(ModalScreen[int | None]):
             yield OrderedInput(id="goto-input", compact=True, type="integer")
             yield Label("", id="goto-msg")
 
+    def on_mount(self) -> None:
+        field = self.query_one("#goto-input", Input)
+        field.focus()
+        hand_over = getattr(self.app, "hand_held_keys_to", None)
+        if hand_over is not None:  # the digits typed right after ":"
+            hand_over(field)
+
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
         event.stop()

@@ -124,6 +124,10 @@ class ReplayDashboard(Dashboard):
             self.note(f"no {'later' if direction > 0 else 'earlier'} alarm")
         self.refresh_view()
 
+    def opens_input(self, key: str) -> bool:
+        """True for ``:`` (the app holds the keys typed after it for the go-to prompt)."""
+        return key == "colon"
+
     def action_goto(self) -> None:
         def done(step: int | None) -> None:
             if step is not None:
