@@ -231,6 +231,26 @@ async def test_keys_typed_with_the_e_that_opens_the_editor_go_into_it(blobs):
     assert app.return_code == 0
 
 
+async def test_an_escape_fused_with_the_next_key_closes_the_editor_then_acts(blobs):
+    """Esc and the key after it read together arrive as one alt+key ("\\x1b+" is
+    alt+plus): the editor must close and the key act on the dashboard, in order with the
+    keys behind it. The plain input took "+" and ">" as text and stayed open."""
+    from textual import events
+
+    app, made = make_app(blobs, lr=0.1, reg=0.001)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await started(pilot, app)
+        trainer = made[0]
+        editor = await open_editor(pilot, app, screen)
+        for key, char in [("alt+plus", "+"), ("greater_than_sign", ">")]:
+            app.post_message(events.Key(key, char))
+        await wait_for(pilot, lambda: trainer.config.lr == 2.0, "lr x2 then x10")
+        assert not editor.display and app.focused is None
+        assert controls(trainer.history.snapshot().events, "lr") == [0.2, 2.0]
+        await pilot.press("q")
+    assert app.return_code == 0
+
+
 async def test_keys_held_for_an_input_that_never_opens_act_as_usual(blobs, monkeypatch):
     # The hold is a bound, not a trap: if the editor does not take the keys, they run as
     # dashboard keys once HOLD_SECONDS have passed.
@@ -539,6 +559,10 @@ async def test_replay_keys_seek_and_jump_and_training_keys_are_inactive(recordin
             app.post_message(events.Key(key, char))
         await wait_for(pilot, lambda: replayer.position == 250, "a seek to 250")
         assert app.screen is screen and "lr 1.00e-01" in panel(app)
+        for key, char in [("colon", ":"), ("alt+n", "n")]:  # ":", then Esc fused with n
+            app.post_message(events.Key(key, char))
+        await wait_for(pilot, lambda: replayer.position == 300, "the next evaluation")
+        assert app.screen is screen
         await pilot.press("q")
     assert app.return_code == 0
 

@@ -196,6 +196,31 @@ class DescentApp(App[int]):
                 self.set_timer(HOLD_SECONDS, lambda: self._release_held(held))
         await super().on_event(event)
 
+    def hold_keys(self, first: events.Key) -> None:
+        """Hold ``first`` and the keys after it until :meth:`release_held_keys` (or
+        HOLD_SECONDS): an input splitting an Esc that arrived fused with the next key
+        (alt+key) closes itself first, and the key then acts where the focus lands."""
+        if self._held is not None:
+            self._held.append(first)
+            return
+        held = [first]
+        self._held = held
+        self.set_timer(HOLD_SECONDS, lambda: self._release_held(held))
+
+    def defer_key(self, key: events.Key) -> bool:
+        """While keys are held, add ``key`` (read before the hold, on its way to an input
+        that is closing) to them and return True."""
+        if self._held is None:
+            return False
+        self._held.append(events.Key(key.key, key.character))
+        return True
+
+    def release_held_keys(self) -> None:
+        """Handle the held keys as usual now (after the input they waited for closed)."""
+        held = self._held
+        if held is not None:
+            self.call_later(self._release_held, held)
+
     def hand_held_keys_to(self, widget: Widget) -> None:
         """Give the held keys to ``widget`` (call right after ``widget.focus()``, which
         takes effect on the app's queue: so does the hand-over, after it)."""

@@ -523,6 +523,9 @@ class LiveDashboard(Dashboard):
         self.query_one("#editor", ControlEditor).display = False
         self.remove_class("-editing")
         self.set_focus(None)
+        release = getattr(self.app, "release_held_keys", None)
+        if release is not None:  # a key typed right after Esc acts on the dashboard now
+            release()
 
 
 def _edit_text(name: str, value: Any) -> str:

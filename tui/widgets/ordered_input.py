@@ -9,7 +9,10 @@ backspaces did not delete (Textual issue #6605). :class:`OrderedInput` runs the 
 a non-printable key itself, as soon as the key reaches it, so every key acts in the order
 it was typed. The app hands each key to the widget focused when the key is read, so keys
 typed right after Tab (or Escape) still come here; they are passed on to the widget that
-has the focus by then.
+has the focus by then. An Escape read together with the letter after it arrives as one
+alt+letter key; that is taken as Escape (the input closes) and then the letter, which the
+app holds until the input has closed (Textual reads Escape fused with some symbols, such
+as ``+``, as the symbol alone: there the Escape is lost before it gets here).
 """
 
 from __future__ import annotations
@@ -22,6 +25,13 @@ class OrderedInput(Input):
     """An :class:`~textual.widgets.Input` that runs bound keys in order with typed ones."""
 
     async def _on_key(self, event: events.Key) -> None:
+        defer = getattr(self.app, "defer_key", None)
+        if defer is not None and defer(event):  # an Esc split below is closing this input
+            event.stop()
+            event.prevent_default()
+            return
+        if event.key.startswith("alt+") and await self._split_escape(event):
+            return
         focused = self.screen.focused
         if focused is not self:  # an earlier key of the same burst moved the focus on
             event.stop()
@@ -38,3 +48,17 @@ class OrderedInput(Input):
         event.stop()
         event.prevent_default()
         await self.app.run_action(active.binding.action, active.node)
+
+    async def _split_escape(self, event: events.Key) -> bool:
+        """Esc and the key typed after it, read together, reach the app as one alt+key
+        (``\\x1b+`` is alt+plus). Here that is Esc (leave the input) and then the key, which
+        the app holds until the input has closed. Returns False where Esc does nothing."""
+        escape = self.screen.active_bindings.get("escape")
+        hold = getattr(self.app, "hold_keys", None)
+        if escape is None or not escape.enabled or hold is None:
+            return False
+        event.stop()
+        event.prevent_default()
+        hold(events.Key(event.key.removeprefix("alt+"), event.character))
+        await self.app.run_action(escape.binding.action, escape.node)
+        return True
