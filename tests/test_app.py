@@ -308,6 +308,50 @@ async def test_quit_stops_the_worker_closes_the_session_and_returns_0(blobs):
     assert trainer.run_chunk() >= 0 and trainer.step >= step  # still usable, not running
 
 
+async def test_a_signal_in_the_loop_quits_like_q_with_the_signal_status(blobs):
+    """SIGTERM or SIGHUP while the dashboard's loop runs: the handler has the loop call
+    quit_after_signal, which must stop training, close the session with the signal as the
+    reason, and exit. (The app's close flag used to be named _closed, Textual's own flag
+    for a closed message queue: after closing the session the app could post nothing, and
+    exit() from a loop callback never arrived; the dashboard froze.)"""
+    import asyncio
+
+    app, made = make_app(blobs, paused=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await started(pilot, app)
+        trainer = made[0]
+
+        class Reason:
+            end_reason = None
+
+        seen = Reason()
+        trainer.observers.append(seen)
+        asyncio.get_running_loop().call_soon(app.quit_after_signal, "SIGTERM", 143)
+        await wait_for(pilot, lambda: not app.is_running, "the app to exit")
+    assert app.return_code == 143 and trainer._closed and seen.end_reason == "SIGTERM"
+
+
+def test_closing_the_session_leaves_the_app_able_to_take_messages():
+    # quit closes the session, then posts the app's exit: closing must not also mark the
+    # app's message queue closed (it did, by sharing Textual's attribute name _closed, and
+    # the dashboard froze after a SIGTERM instead of exiting)
+    from textual.message import Message
+
+    class Nudge(Message):
+        pass
+
+    class Session:
+        closed = 0
+
+        def close(self) -> None:
+            self.closed += 1
+
+    app = DescentApp(lambda progress: None)
+    app.session = session = Session()
+    assert app.close_session() == 0 and app.close_session() == 0 and session.closed == 1
+    assert app.post_message(Nudge())
+
+
 async def test_ctrl_c_quits_even_while_editing(blobs):
     app, made = make_app(blobs, lr=0.1, reg=0.001)
     async with app.run_test(size=(100, 30)) as pilot:

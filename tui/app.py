@@ -100,7 +100,9 @@ class DescentApp(App[int]):
         self.error_message = ""
         """The one-line error shown, if any (tests read it)."""
         self._quitting = False
-        self._closed = False
+        self._session_closed = False
+        """close_session has run (not Textual's own _closed, which says the app's message
+        queue is closed: taking that name left quit unable to post its ExitApp)."""
         self._exit_code_after_load = EXIT_OK
         self._held: list[events.Key] | None = None
         """Keys read since a key that opens an input, until it has the focus (on_event)."""
@@ -276,6 +278,17 @@ class DescentApp(App[int]):
         self._quitting = True
         self.stop_event.set()
 
+    def quit_after_signal(self, reason: str, code: int) -> None:
+        """SIGTERM or SIGHUP arrived while the app's loop runs: quit as ``q`` does, with
+        exit status ``code``, the recording's summary saying ``reason`` ended the run."""
+        self._end_reason(reason)
+        self.shutdown(code)
+
+    def _end_reason(self, reason: str) -> None:
+        for observer in getattr(self.session, "observers", ()):
+            if hasattr(observer, "end_reason"):
+                observer.end_reason = reason
+
     def end_after_signal(self, reason: str) -> None:
         """After a signal (SIGTERM, or SIGHUP from a dropped SSH link) broke out of the
         app's loop, where ``q`` would have stopped cleanly: stop the training thread and
@@ -288,16 +301,14 @@ class DescentApp(App[int]):
         self.stop_soon()
         if self.train_worker is not None and not self.run_done.wait(JOIN_SECONDS):
             return
-        for observer in getattr(self.session, "observers", ()):
-            if hasattr(observer, "end_reason"):
-                observer.end_reason = reason
+        self._end_reason(reason)
         self.close_session()
 
     def close_session(self) -> int:
         """Close the session once; returns EXIT_OK, or EXIT_FAILED if closing failed."""
-        if self._closed or self.session is None:
+        if self._session_closed or self.session is None:
             return EXIT_OK
-        self._closed = True
+        self._session_closed = True
         try:
             _close(self.session)
         except Exception as e:  # noqa: BLE001 - say it, never a traceback

@@ -10,6 +10,7 @@ textual, and only when it opens.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import os
@@ -241,14 +242,18 @@ def build_trainer(config: Any, dataset: Any, record: Path | None, *, parent: Any
 class _Signals:
     """Turn SIGTERM and SIGHUP (a dropped SSH link) into a clean stop, like Ctrl-C.
 
-    ``first`` runs in the handler before the KeyboardInterrupt is raised: the dashboard
-    passes its stop request, since on the way out its event loop waits for the training
-    thread, which must be told to stop first."""
+    ``in_loop(signum)`` is called on the asyncio loop running in this thread, if one is:
+    the dashboard quits from there, as ``q`` does. Otherwise ``first`` runs in the handler
+    before the KeyboardInterrupt is raised: the dashboard passes its stop request, since on
+    the way out its event loop waits for the training thread, which must be told to stop
+    first."""
 
-    def __init__(self, first: Callable[[], None] | None = None) -> None:
+    def __init__(self, first: Callable[[], None] | None = None,
+                 in_loop: Callable[[int], None] | None = None) -> None:
         self.signum: int | None = None
         self._old: dict[int, Any] = {}
         self._first = first
+        self._in_loop = in_loop
 
     def __enter__(self) -> _Signals:
         for s in (signal.SIGTERM, signal.SIGHUP):
@@ -265,6 +270,19 @@ class _Signals:
             # re-entering the screen, on an event loop that is shutting down by then
             # (RuntimeError, exit 1). There is no terminal left to resume.
             signal.signal(signal.SIGCONT, signal.SIG_DFL)
+        if self._in_loop is not None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                pass
+            else:
+                # The dashboard's event loop is running: have it quit as q does. Raising
+                # here would end whichever task the signal interrupted, reported on the
+                # way out as "Task exception was never retrieved" with a traceback on the
+                # terminal (1 SIGTERM in 4); raised from a loop callback instead, every
+                # task still pending was reported cancelled.
+                loop.call_soon_threadsafe(self._in_loop, signum)
+                return
         if self._first is not None:
             self._first()
         raise KeyboardInterrupt
@@ -426,7 +444,11 @@ def _run_dashboard(make_session: Callable[[Callable[[float, str], None]], Any]) 
             raise RuntimeError(str(e)) from None
 
     app = DescentApp(guarded)
-    with _Signals(first=app.stop_soon) as sig:
+
+    def quit_after(signum: int) -> None:
+        app.quit_after_signal(signal.Signals(signum).name, 128 + signum)
+
+    with _Signals(first=app.stop_soon, in_loop=quit_after) as sig:
         try:
             status = app.run()
         except KeyboardInterrupt:
