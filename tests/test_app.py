@@ -125,6 +125,35 @@ async def test_each_key_sends_its_control_and_the_panel_shows_it(blobs, key, nam
     assert app.return_code == 0
 
 
+async def test_a_value_applied_and_changed_within_one_chunk_does_not_stay_pending(blobs):
+    """lr ×10 applied and at once undone by an automatic rescue: the trainer never shows
+    the pending value, so waiting for it left "lr 1.00e+00 …" in the panel for good, and
+    the next +/- worked from that stale value instead of the trainer's lr."""
+    from engine.history import Event, History
+
+    app, made = make_app(blobs, lr=0.1, reg=0.001)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await started(pilot, app)
+        trainer = made[0]
+        screen.pending["lr"] = 1.0  # sent by ">", shown with "…"
+        screen.update_controls()
+        assert any(line.startswith("lr 1.00e+00 …") for line in panel(app)), panel(app)
+        h = History()  # what the trainer reports: the control applied, then a rescue
+        h.append_event(Event(40, "control", "lr", 1.0, 0.1, "lr 1.00e-01 → 1.00e+00"))
+        h.append_event(Event(41, "rescue", "rescue", 0.1, 1.0, "restored weights"))
+        screen.on_new_data(h.snapshot(), "RUNNING")
+        assert screen.pending == {}
+        assert screen.current("lr") == trainer.config.lr == 0.1
+        assert any(line.startswith("lr 1.00e-01") and "…" not in line for line in panel(app))
+        screen.pending["reg"] = 0.5  # applied, then changed again within the same chunk
+        h.append_event(Event(42, "control", "reg", 0.5, 0.001, "λ"))
+        h.append_event(Event(42, "control", "reg", 0.25, 0.5, "λ"))
+        screen.on_new_data(h.snapshot(), "RUNNING")
+        assert screen.pending == {}
+        await pilot.press("q")
+    assert app.return_code == 0
+
+
 async def test_batch_ladder_reaches_the_full_set_and_shows_batch_full(blobs):
     app, made = make_app(blobs, lr=0.1, reg=0.001)
     async with app.run_test(size=(100, 30)) as pilot:

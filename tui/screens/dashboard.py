@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from textual import on
@@ -32,7 +33,7 @@ from engine.config import (
     ConfigError,
     validate_control,
 )
-from engine.history import Snapshot
+from engine.history import Event, Snapshot
 from tui.messages import ControlEntered, EditClosed
 from tui.screens.help import HelpScreen
 from tui.widgets.accuracy_plot import AccuracyPlot
@@ -361,7 +362,7 @@ class LiveDashboard(Dashboard):
         super().__init__(session, frozen_clock=frozen_clock)
         self.pending: dict[str, Any] = {}
         """Values sent to the trainer and not yet confirmed by a control event."""
-        self._refusals_seen = 0
+        self._events_seen = 0
         self._recorder = next((o for o in getattr(session, "observers", ())
                                if hasattr(o, "status_line") and hasattr(o, "ok")), None)
         self._recorder_warned = False
@@ -387,16 +388,35 @@ class LiveDashboard(Dashboard):
             self.update_controls()
 
     def on_new_data(self, snap: Snapshot, state: str) -> None:
-        refusals = sum(1 for e in snap.events if e.kind == "info" and e.name == "refused")
-        if refusals > self._refusals_seen:
-            self._refusals_seen = refusals
-            self.pending.clear()
+        self._settle_pending(snap.events[min(self._events_seen, len(snap.events)):])
+        self._events_seen = len(snap.events)
         self._update_alarm(snap, state)
         if self._recorder is not None and not self._recorder_warned and not self._recorder.ok:
             self._recorder_warned = True
             line = str(self._recorder.status_line())
             self.query_one("#log", EventLog).add_line(f"recording: {line}", "warning")
             self.note(f"recording: {line}")
+
+    def _settle_pending(self, events: Sequence[Event]) -> None:
+        """Drop the pending values the trainer has dealt with: applied (its control event),
+        refused, or overtaken by a rescue (which sets lr). A value can be applied and
+        changed again within one chunk (an automatic rescue right after a ×10), so the
+        trainer's current value alone would leave it pending, shown with "…" and used as
+        the base of the next +/- for good."""
+        settled = False
+        for e in events:
+            if e.kind == "info" and e.name == "refused" and self.pending:
+                self.pending.clear()
+                settled = True
+            elif (e.kind == "control" and e.name in self.pending
+                  and self.pending[e.name] == e.value):
+                del self.pending[e.name]
+                settled = True
+            elif e.kind == "rescue" and "lr" in self.pending:
+                del self.pending["lr"]
+                settled = True
+        if settled:
+            self.update_controls()
 
     def update_controls(self) -> None:
         values = self.control_values()
