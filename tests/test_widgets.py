@@ -350,3 +350,19 @@ async def test_a_diverged_loss_keeps_short_labels_and_a_title(size):
         labels = [line.split("┤")[0].strip() for line in lines if "┤" in line]
         assert labels and all(len(label) <= 7 for label in labels), labels
         assert sum("⣀" in line or "⠁" in line for line in lines) >= 1  # the curve is drawn
+
+
+def test_a_narrow_title_keeps_the_parent_of_a_fork_and_drops_the_smoothed_loss():
+    h = History()
+    h.append_steps(np.full(2500, 1.924), np.zeros(2500))
+    h.append_eval(Evaluation(2500, 0.37, 0.36, 1.946, 1.93))
+    plot = LossPlot()
+    plot._smoothed = np.array([1.926])
+    plot.parent_curve = (np.arange(1000.0, 2501.0), np.full(1501, 1.95))
+    snap = h.snapshot()
+    full = "loss 1.924 · smoothed 1.926 · val 1.946 · parent@1000"
+    assert plot._title(snap, "", 0.99) == full
+    assert plot._title(snap, "", 0.99, 38) == "loss 1.924 · val 1.946 · parent@1000"
+    assert plot._title(snap, " · log", 0.99, 30) == "loss 1.924 · val 1.946 · log"
+    assert plot._title(snap, " · log", 0.99, 25) == "loss 1.924 · val 1.946"
+    assert plot._title(snap, "", 0.99, 10) == "loss 1.924"

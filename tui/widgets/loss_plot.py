@@ -289,8 +289,8 @@ class LossPlot(CachedPlot):
 
     def _title(self, s: Snapshot, scale: str, beta: float, width: int = 1000) -> str:
         """The plot's title line, at most ``width`` columns (plotext leaves out a title that
-        does not fit, and a diverged run's numbers are long): to fit, the parent's step goes
-        first, then the smoothed loss, then the scale, then the validation loss."""
+        does not fit, and a diverged run's numbers are long): to fit, the smoothed loss goes
+        first (its curve is drawn), then the parent's step, the scale, the validation loss."""
         parts = {"loss": f"loss {format_loss(s.loss[-1])}"}
         if beta > 0:
             parts["smoothed"] = f"smoothed {format_loss(self._smoothed[-1])}"
@@ -302,7 +302,7 @@ class LossPlot(CachedPlot):
         def text() -> str:
             return " · ".join(parts.values()) + scale
 
-        for drop in ("parent", "smoothed", "scale", "val"):
+        for drop in ("smoothed", "parent", "scale", "val"):
             if len(text()) <= width:
                 break
             if drop == "scale":
