@@ -46,6 +46,21 @@ def test_blocked_ema_equals_the_definition_and_skips_nan_and_inf(beta):
     np.testing.assert_allclose(got[1:], want[1:], rtol=1e-9)
 
 
+@pytest.mark.parametrize("chunks", [(3000,), (1, 1200, 1201, 2000, 3000), (1199, 1200, 3000)])
+def test_smoothed_curve_starts_afresh_at_a_rescue(chunks):
+    # a blow-up to 1e20, rescued at step 1200: from there the curve is the average of the
+    # post-rescue losses alone, however the history arrived
+    x = np.random.default_rng(2).normal(2.0, 0.2, 3000)
+    x[1000:1200] = np.logspace(1, 20, 200)
+    curve = SmoothedCurve(0.99)
+    for n in chunks:
+        got = curve.update(x[:n], [1200]).copy()
+    np.testing.assert_allclose(got[:1200], naive_ema(x[:1200], 0.99), rtol=1e-9)
+    np.testing.assert_allclose(got[1200:], naive_ema(x[1200:], 0.99), rtol=1e-9)
+    assert got[1210] < 3.0  # without the restart: about 1e19
+    assert naive_ema(x, 0.99)[1210] > 1e18
+
+
 def test_smoothed_curve_is_incremental_and_restarts_when_history_shrinks():
     x = np.random.default_rng(1).normal(2.0, 0.5, 3000)
     curve = SmoothedCurve(0.99)

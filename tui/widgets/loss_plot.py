@@ -2,15 +2,17 @@
 
 The smoothed curve is a debiased exponential moving average (Adam-style bias correction,
 so the first values are not dragged towards 0), kept incrementally: each frame only the
-steps added since the last frame are folded in. Curves are decimated to the plot width
-keeping each column's min and max (:func:`engine.history.decimate`) and drawn as the lower
-and upper envelope, so a frame costs the same at step 100 and at step 10**7. NaN, ±inf
-and (on the log axis) values <= 0 are skipped, never drawn and never fatal.
+steps added since the last frame are folded in. It starts afresh at each rescue. Curves
+are decimated to the plot width keeping each column's min and max
+(:func:`engine.history.decimate`) and drawn as the lower and upper envelope, so a frame
+costs the same at step 100 and at step 10**7. NaN, ±inf and (on the log axis) values <= 0
+are skipped, never drawn and never fatal.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -105,11 +107,14 @@ class SmoothedCurve:
             self.beta = beta
             self._n = 0
 
-    def update(self, x: np.ndarray) -> np.ndarray:
+    def update(self, x: np.ndarray, fresh_from: Sequence[int] = ()) -> np.ndarray:
         """Follow the series ``x`` (the whole history so far); return the smoothed curve.
 
         Only the values after the last update are processed, unless the series got
-        shorter or changed under us (replay seeking back): then it restarts.
+        shorter or changed under us (replay seeking back): then it restarts. The average
+        starts afresh at each index in ``fresh_from`` (the steps of rescues: the weights
+        went back, and an average still carrying a 1e+20 blow-up would take thousands of
+        steps to come down to the loss it is meant to follow).
         """
         n = x.shape[0]
         if n < self._n or (
@@ -120,13 +125,17 @@ class SmoothedCurve:
             self._ema, self._count = 0.0, 0
             self.restarts += 1
         if n > self._n:
-            new, self._ema, self._count = ema_extend(x[self._n :], self.beta, self._ema,
-                                                     self._count)
             if n > self._buf.shape[0]:
                 grown = np.empty(max(n, 2 * self._buf.shape[0], 1024), dtype=np.float64)
                 grown[: self._n] = self._buf[: self._n]
                 self._buf = grown
-            self._buf[self._n : n] = new
+            cuts = sorted({k for k in fresh_from if 0 < k < n and k >= self._n})
+            for a, b in zip([self._n, *cuts], [*cuts, n], strict=True):
+                if a in cuts:
+                    self._ema, self._count = 0.0, 0
+                if b > a:
+                    self._buf[a:b], self._ema, self._count = ema_extend(
+                        x[a:b], self.beta, self._ema, self._count)
             self._n = n
             self._last_x = float(x[n - 1])
         return self._buf[: self._n]
@@ -234,7 +243,8 @@ class LossPlot(CachedPlot):
         self.log_scale = log_scale
         restarts = self.smoother.restarts
         self.smoother.set_beta(smoothing)
-        self._smoothed = self.smoother.update(snap.loss)
+        rescues = [e.step for e in snap.events if e.kind == "rescue"]
+        self._smoothed = self.smoother.update(snap.loss, rescues)
         if self.smoother.restarts != restarts:
             self._smooth_summary.reset()
         self._raw_summary.update(snap.loss)
