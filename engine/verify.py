@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -244,8 +245,8 @@ class ForkInfo:
 
 
 def fork(path: str | os.PathLike, at: int, overrides: dict[str, Any] | None = None, *,
-         record: str | os.PathLike | None = None, headless: bool = False) -> tuple[Any, Any,
-                                                                                  ForkInfo]:
+         record: str | os.PathLike | None = None, headless: bool = False,
+         announce: Callable[[], None] | None = None) -> tuple[Any, Any, ForkInfo]:
     """Rebuild a recorded run's state at step ``at``, ready to continue with new settings.
 
     The run is re-executed from its header with the recorded events before ``at``; its
@@ -266,6 +267,8 @@ def fork(path: str | os.PathLike, at: int, overrides: dict[str, Any] | None = No
             default: up to the parent's --steps, else until stopped).
         record: where to write the fork's recording; None records nothing.
         headless: a headless fork never pauses on an alarm ("pause" becomes "stop").
+        announce: called once the request is known to be valid, before the (possibly
+            long) re-execution.
 
     Returns:
         (trainer at step ``at``, recorder or None, :class:`ForkInfo`).
@@ -291,6 +294,8 @@ def fork(path: str | os.PathLike, at: int, overrides: dict[str, Any] | None = No
                 overrides[name] = validate_control(name, value, dataset.num_train)
             except ConfigError as e:
                 raise VerifyInputError(f"fork: {e}") from None
+    if announce is not None:
+        announce()
     script = [e for e in rec.events if e.step < at]
     # a harmless scripted event at `at` makes the trainer stop its chunks exactly there
     boundary = Event(at, "pause", "fork", detail="fork point")
@@ -363,11 +368,14 @@ def run_fork(args: Any, overrides: dict[str, Any]) -> int:
 
     if not args.headless:
         return cli._run_dashboard(make)  # noqa: SLF001 - the CLI's own helper
-    if args.json is not True:
-        print(f"descent: re-executing {args.file} up to step {args.at} ...", file=sys.stderr)
+    def announce() -> None:
+        if args.json is not True:
+            print(f"descent: re-executing {args.file} up to step {args.at} ...",
+                  file=sys.stderr)
+
     try:
         trainer, recorder, _ = fork(args.file, args.at, overrides, record=record,
-                                    headless=True)
+                                    headless=True, announce=announce)
     except VerifyInputError as e:
         raise cli.UsageError(str(e)) from None
     return cli.run_headless(trainer, recorder, json_out=args.json,
