@@ -332,7 +332,23 @@ def test_linear_ticks_are_round_with_the_digits_their_step_needs():
     # no two round ticks fit, or no span: the ends
     assert linear_ticks(2.3, 2.9, 2) == ([2.3, 2.9], ["2.3", "2.9"])
     assert linear_ticks(2.0, 2.0, 5) == ([2.0], ["2"])
+    # flat to float resolution (the round steps collapse to 0): one tick, no crash
+    assert linear_ticks(2.0, 2.0 + 1e-15, 5) == ([2.0], ["2"])
+    assert linear_ticks(2.302585, 2.302585 + 1e-7, 5) == ([2.302585], ["2.3"])
     assert linear_ticks(0.0, math.inf, 5) == ([], [])
+
+
+def test_linear_ticks_never_fail_and_their_labels_tell_the_ticks_apart():
+    # spans from float resolution to 1e300 (a flat span once crashed on log10(0))
+    rng = np.random.default_rng(0)
+    for _ in range(20_000):
+        lo = float(rng.choice([0.0, 1.0, -1.0]) * 10 ** rng.uniform(-12, 300))
+        hi = lo + abs(lo) * 10 ** rng.uniform(-20, 3) + float(rng.choice([0.0, 1e-300, 1.0]))
+        if not math.isfinite(hi):
+            continue
+        ticks, labels = linear_ticks(lo, hi, int(rng.integers(1, 20)))
+        assert len(ticks) == len(labels) >= 1 and len(set(labels)) == len(labels), labels
+        assert all(lo <= t <= hi for t in ticks) and max(map(len, labels)) <= 15
 
 
 def diverged_history() -> History:

@@ -180,15 +180,19 @@ def linear_ticks(lo: float, hi: float, max_ticks: int) -> tuple[list[float], lis
     the plot).
 
     Returns:
-        (positions, labels); the ends when no two round ticks fit; none when not finite.
+        (positions, labels); the ends when no two round ticks fit, one tick when the
+        span is below a millionth of the values; none when not finite.
     """
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return [], []
-    ticks = _densest_round_ticks(lo, hi, max(2, max_ticks)) if hi > lo else []
-    if len(ticks) < 2:  # no room for two round ticks (or no span): label the ends
-        ticks = [lo, hi] if hi > lo else [lo]
-        return ticks, [format_tick(t) for t in ticks]
-    step = ticks[1] - ticks[0]
+    if not hi - lo > 1e-6 * max(abs(lo), abs(hi)):
+        # flat to a millionth (or below float resolution, where round steps collapse)
+        return [lo], [format_tick(lo)]
+    ticks = _densest_round_ticks(lo, hi, max(2, max_ticks))
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else 0.0
+    if not step > 0:  # no room for two round ticks: label the ends, told apart
+        digits = next(p for p in range(3, 18) if f"{lo:.{p}g}" != f"{hi:.{p}g}")
+        return [lo, hi], [f"{lo:.{digits}g}", f"{hi:.{digits}g}"]
     big = max(abs(t) for t in ticks)
     if big >= 1e4 or big < 1e-3:
         # digits of the mantissa the step needs: 2.5e+04 beside 3.0e+04, 1e+53 beside 2e+53
