@@ -79,6 +79,15 @@ async def open_editor(pilot: Any, app: DescentApp, screen: LiveDashboard) -> Con
     return editor
 
 
+def post_keys(app: DescentApp, keys: list[tuple[str, str | None]]) -> None:
+    """Post (key, character) pairs to the app at once, as one read from the terminal:
+    none is handled before the last is queued."""
+    from textual import events
+
+    for key, char in keys:
+        app.post_message(events.Key(key, char))
+
+
 def controls(events: Any, name: str) -> list[Any]:
     return [e.value for e in events if e.kind == "control" and e.name == name]
 
@@ -213,8 +222,6 @@ async def test_keys_typed_at_once_into_the_editor_act_in_the_order_typed(blobs):
     """Keys read from the terminal in one go (a fast typist over SSH) reach the input
     before any is handled; the backspaces must still run before the characters after them
     (with Textual's plain Input they ran last, and "ab⌫⌫2e-3⏎" sent "ab2e")."""
-    from textual import events
-
     app, made = make_app(blobs, lr=0.1, reg=0.001)
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await started(pilot, app)
@@ -224,8 +231,7 @@ async def test_keys_typed_at_once_into_the_editor_act_in_the_order_typed(blobs):
         app.focused.value = "ab"  # the cursor after it
         keys = [("backspace", None), ("backspace", None), ("2", "2"), ("e", "e"),
                 ("minus", "-"), ("3", "3"), ("enter", None)]
-        for key, char in keys:
-            app.post_message(events.Key(key, char))
+        post_keys(app, keys)
         await wait_for(pilot, lambda: trainer.config.lr == 0.002, "lr 2e-3 applied")
         assert editor.message_of("lr").startswith("sent")
         assert not controls(trainer.history.snapshot().events, "reg")
@@ -238,16 +244,13 @@ async def test_keys_typed_with_the_e_that_opens_the_editor_go_into_it(blobs):
     editor, though it opens only once e has been handled. They used to go to the
     dashboard: the digits were dropped, the second e reopened the editor and "-" halved
     the learning rate."""
-    from textual import events
-
     app, made = make_app(blobs, lr=0.1, reg=0.001)
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await started(pilot, app)
         trainer = made[0]
         keys = [("e", "e"), ("2", "2"), ("e", "e"), ("minus", "-"), ("3", "3"),
                 ("enter", None)]
-        for key, char in keys:
-            app.post_message(events.Key(key, char))
+        post_keys(app, keys)
         await wait_for(pilot, lambda: trainer.config.lr == 0.002, "lr 2e-3 applied")
         editor = screen.query_one("#editor", ControlEditor)
         assert editor.message_of("lr").startswith("sent")
@@ -261,18 +264,15 @@ async def test_keys_typed_with_the_e_that_opens_the_editor_go_into_it(blobs):
 
 
 async def test_an_escape_fused_with_the_next_key_closes_the_editor_then_acts(blobs):
-    """Esc and the key after it read together arrive as one alt+key ("\\x1b+" is
-    alt+plus): the editor must close and the key act on the dashboard, in order with the
+    """Esc and the key after it read together arrive as one alt+key ("\\x1bl" is alt+l):
+    the editor must close and the key act on the dashboard, in order with the
     keys behind it. The plain input took "+" and ">" as text and stayed open."""
-    from textual import events
-
     app, made = make_app(blobs, lr=0.1, reg=0.001)
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await started(pilot, app)
         trainer = made[0]
         editor = await open_editor(pilot, app, screen)
-        for key, char in [("alt+plus", "+"), ("greater_than_sign", ">")]:
-            app.post_message(events.Key(key, char))
+        post_keys(app, [("alt+plus", "+"), ("greater_than_sign", ">")])
         await wait_for(pilot, lambda: trainer.config.lr == 2.0, "lr x2 then x10")
         assert not editor.display and app.focused is None
         assert controls(trainer.history.snapshot().events, "lr") == [0.2, 2.0]
@@ -283,15 +283,12 @@ async def test_an_escape_fused_with_the_next_key_closes_the_editor_then_acts(blo
 async def test_keys_held_for_an_input_that_never_opens_act_as_usual(blobs, monkeypatch):
     # The hold is a bound, not a trap: if the editor does not take the keys, they run as
     # dashboard keys once HOLD_SECONDS have passed.
-    from textual import events
-
     monkeypatch.setattr(LiveDashboard, "action_edit", lambda self: None)
     app, made = make_app(blobs, lr=0.1, reg=0.001)
     async with app.run_test(size=(100, 30)) as pilot:
         await started(pilot, app)
         trainer = made[0]
-        for key, char in [("e", "e"), ("minus", "-")]:
-            app.post_message(events.Key(key, char))
+        post_keys(app, [("e", "e"), ("minus", "-")])
         await wait_for(pilot, lambda: trainer.config.lr == 0.05, "lr ÷2")
         await pilot.press("q")
     assert app.return_code == 0
@@ -580,8 +577,6 @@ def recording(blobs, tmp_path):
 
 
 async def test_replay_keys_seek_and_jump_and_training_keys_are_inactive(recording):
-    from textual import events
-
     from engine.replay import Replayer
     from tui.screens.goto import GotoScreen
     from tui.screens.replay import ReplayDashboard
@@ -627,13 +622,11 @@ async def test_replay_keys_seek_and_jump_and_training_keys_are_inactive(recordin
         assert replayer.position == 750 and "lr 5.00e-02" in panel(app)
         log = screen.query_one("#log", EventLog).plain_lines
         assert any("lr 1.00e-01 → 5.00e-02" in line for line in log), log
-        for key, char in [("colon", ":"), ("2", "2"), ("5", "5"), ("0", "0"),
-                          ("enter", None)]:  # read in one go: the digits reach the prompt
-            app.post_message(events.Key(key, char))
+        # read in one go: the digits reach the prompt
+        post_keys(app, [("colon", ":"), ("2", "2"), ("5", "5"), ("0", "0"), ("enter", None)])
         await wait_for(pilot, lambda: replayer.position == 250, "a seek to 250")
         assert app.screen is screen and "lr 1.00e-01" in panel(app)
-        for key, char in [("colon", ":"), ("alt+n", "n")]:  # ":", then Esc fused with n
-            app.post_message(events.Key(key, char))
+        post_keys(app, [("colon", ":"), ("alt+n", "n")])  # ":", then Esc fused with n
         await wait_for(pilot, lambda: replayer.position == 300, "the next evaluation")
         assert app.screen is screen
         await pilot.press("q")

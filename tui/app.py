@@ -193,10 +193,12 @@ class DescentApp(App[int]):
                 return
             opens = getattr(self.screen, "opens_input", None)
             if self.focused is None and opens is not None and opens(event.key):
-                held: list[events.Key] = []
-                self._held = held
-                self.set_timer(HOLD_SECONDS, lambda: self._release_held(held))
+                self._start_hold([])
         await super().on_event(event)
+
+    def _start_hold(self, held: list[events.Key]) -> None:
+        self._held = held
+        self.set_timer(HOLD_SECONDS, lambda: self._release_held(held))
 
     def hold_keys(self, first: events.Key) -> None:
         """Hold ``first`` and the keys after it until :meth:`release_held_keys` (or
@@ -204,10 +206,8 @@ class DescentApp(App[int]):
         (alt+key) closes itself first, and the key then acts where the focus lands."""
         if self._held is not None:
             self._held.append(first)
-            return
-        held = [first]
-        self._held = held
-        self.set_timer(HOLD_SECONDS, lambda: self._release_held(held))
+        else:
+            self._start_hold([first])
 
     def defer_key(self, key: events.Key) -> bool:
         """While keys are held, add ``key`` (read before the hold, on its way to an input

@@ -51,7 +51,7 @@ class OrderedInput(Input):
 
     async def _split_escape(self, event: events.Key) -> bool:
         """Esc and the key typed after it, read together, reach the app as one alt+key
-        (``\\x1b+`` is alt+plus). Here that is Esc (leave the input) and then the key, which
+        (``\\x1bl`` is alt+l). Here that is Esc (leave the input) and then the key, which
         the app holds until the input has closed. Returns False where Esc does nothing."""
         escape = self.screen.active_bindings.get("escape")
         hold = getattr(self.app, "hold_keys", None)
