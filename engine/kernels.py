@@ -363,6 +363,17 @@ def padded_dim(D: int) -> int:
     return ((D + 15) // 16) * 16 + 16
 
 
+def _row_span(X: np.ndarray) -> np.ndarray:
+    """X (N, D) with contiguous rows as the C-contiguous (N, row stride) array the compiled
+    kernels index (X[i] is row i); they read only its first D columns, so the padding past
+    D, which need not belong to X's buffer after the last row, is never touched. The
+    datasets' rows start on cache lines this way (``engine.data.aligned_rows``)."""
+    if X.flags.c_contiguous:
+        return X
+    return np.lib.stride_tricks.as_strided(X, (X.shape[0], X.strides[0] // 4),
+                                           (X.strides[0], 4))
+
+
 _JIT = dict(cache=True, nogil=True, fastmath=FASTMATH)
 _PJIT = dict(cache=True, nogil=True, fastmath=FASTMATH, parallel=True)
 
@@ -1181,9 +1192,12 @@ def _aligned_zeros(rows: int, n: int) -> np.ndarray:
     return out.reshape(rows, n)
 
 
-def _check(X, y, W, *, loss_kind=None, idx=None):
-    if X.dtype != np.float32 or X.ndim != 2 or not X.flags.c_contiguous:
-        raise ValueError("kernels: X must be a C-contiguous float32 (N, D) array")
+def _check(X, y, W, *, loss_kind=None, idx=None) -> np.ndarray:
+    """Validate the arguments; return X as the compiled kernels take it (:func:`_row_span`)."""
+    if X.dtype != np.float32 or X.ndim != 2 or not (
+            X.flags.c_contiguous or (X.strides[1] == 4 and X.strides[0] % 4 == 0
+                                     and X.strides[0] >= 4 * X.shape[1])):
+        raise ValueError("kernels: X must be a float32 (N, D) array with contiguous rows")
     if y.dtype != np.int32 or y.shape != (X.shape[0],):
         raise ValueError("kernels: y must be an int32 (N,) array matching X's rows")
     if W.dtype != np.float32 or W.ndim != 2 or W.shape[0] != X.shape[1]:
@@ -1199,6 +1213,7 @@ def _check(X, y, W, *, loss_kind=None, idx=None):
             raise ValueError("kernels: empty batch")
         if idx.min() < 0 or idx.max() >= X.shape[0]:
             raise ValueError(f"kernels: batch index out of range 0..{X.shape[0] - 1}")
+    return _row_span(X)
 
 
 def _check_out(out_data, out_reg, n):
@@ -1245,7 +1260,7 @@ def sgd_steps(X, y, idx, W, lr, reg, loss_kind, out_data, out_reg) -> None:
         raise ValueError("kernels: idx must be an (S, B) int64 array")
     if idx.shape[0] == 0:
         return
-    _check(X, y, W, loss_kind=loss_kind, idx=idx)
+    X = _check(X, y, W, loss_kind=loss_kind, idx=idx)
     _check_out(out_data, out_reg, idx.shape[0])
     idx = np.ascontiguousarray(idx)
     Wt, DP = _run(X, y, idx, idx.shape[0], W, lr, reg, loss_kind, True, out_data, out_reg,
@@ -1258,7 +1273,7 @@ def gd_steps(X, y, W, lr, reg, loss_kind, out_data, out_reg, n_steps) -> None:
 
     Same semantics and outputs as :func:`sgd_steps` with every step's batch = all rows.
     """
-    _check(X, y, W, loss_kind=loss_kind)
+    X = _check(X, y, W, loss_kind=loss_kind)
     _check_out(out_data, out_reg, n_steps)
     if n_steps <= 0:
         return
@@ -1275,7 +1290,7 @@ def loss_and_grad(X, y, idx, W, reg, loss_kind, dW_out) -> tuple[float, float]:
         ``(data_loss, reg_loss)``; ``dW_out`` (D, C) float32 receives
         ``dW_data + 2 * reg * W``.
     """
-    _check(X, y, W, loss_kind=loss_kind, idx=idx)
+    X = _check(X, y, W, loss_kind=loss_kind, idx=idx)
     if dW_out.shape != W.shape or dW_out.dtype != np.float32:
         raise ValueError("kernels: dW_out must be a float32 array shaped like W")
     rows = np.ascontiguousarray(idx.reshape(1, -1))
@@ -1308,7 +1323,7 @@ def _forward_call(X, y, rows, Ws, loss_kind, pred):
 
 def batch_loss(X, y, idx, W, loss_kind) -> float:
     """Mean data loss of W on rows idx (1-D int64); no gradient, no regularization."""
-    _check(X, y, W, loss_kind=loss_kind, idx=idx)
+    X = _check(X, y, W, loss_kind=loss_kind, idx=idx)
     losses, _ = _forward_call(X, y, np.ascontiguousarray(idx.reshape(-1)), [W], loss_kind,
                               np.empty(0, np.int32))
     return float(losses[0])
@@ -1321,8 +1336,8 @@ def batch_loss_pair(X, y, idx, W, W2, loss_kind) -> tuple[float, float]:
     proposal, as one call (the tests check the searches against it). Returns
     ``(loss of W, loss of W2)``.
     """
-    _check(X, y, W, loss_kind=loss_kind, idx=idx)
     _check(X, y, W2)
+    X = _check(X, y, W, loss_kind=loss_kind, idx=idx)
     if W2.shape != W.shape:
         raise ValueError("kernels: the two weight matrices must have the same shape")
     losses, _ = _forward_call(X, y, np.ascontiguousarray(idx.reshape(-1)), [W, W2],
@@ -1345,7 +1360,7 @@ def search_steps(X, y, rows, cands, W, local, loss_kind, out_data, accepted) -> 
     S = rows.shape[0]
     if S == 0:
         return
-    _check(X, y, W, loss_kind=loss_kind, idx=rows)
+    X = _check(X, y, W, loss_kind=loss_kind, idx=rows)
     D, C = W.shape
     if (cands.dtype != np.float32 or cands.shape[1:] != (D, C) or cands.shape[0] < S
             or not cands.flags.c_contiguous):
@@ -1362,7 +1377,7 @@ def search_steps(X, y, rows, cands, W, local, loss_kind, out_data, accepted) -> 
 
 def evaluate(X, y, W, reg, loss_kind) -> tuple[float, float]:
     """(mean data loss + reg * sum(W*W), accuracy) of W over all rows of X."""
-    _check(X, y, W, loss_kind=loss_kind)
+    X = _check(X, y, W, loss_kind=loss_kind)
     if X.shape[0] == 0:
         raise ValueError("kernels: evaluate needs at least one row")
     rows = np.arange(X.shape[0], dtype=np.int64)
@@ -1375,7 +1390,7 @@ def evaluate(X, y, W, reg, loss_kind) -> tuple[float, float]:
 def predict(X, W) -> np.ndarray:
     """Predicted labels (N,) int32: argmax of X @ W per row."""
     y = np.zeros(X.shape[0], dtype=np.int32)
-    _check(X, y, W)
+    X = _check(X, y, W)
     pred = np.zeros(X.shape[0], dtype=np.int32)
     if X.shape[0]:
         _forward_call(X, y, np.arange(X.shape[0], dtype=np.int64), [W], SVM, pred)

@@ -29,7 +29,7 @@ import numpy as np
 
 from engine import kernels, optim
 from engine.config import Config, ConfigError, validate_control
-from engine.data import Dataset
+from engine.data import Dataset, aligned_rows
 from engine.divergence import Alarm, DivergenceConfig, DivergenceMonitor
 from engine.history import Evaluation, Event, History
 
@@ -127,7 +127,8 @@ class Trainer:
         eval_rng = np.random.Generator(np.random.PCG64([self.config.seed, 1]))
         rows = eval_rng.choice(x.shape[0], size=min(EVAL_ROWS, x.shape[0]), replace=False)
         rows.sort()
-        self._eval_X = np.ascontiguousarray(x[rows])
+        self._eval_X = aligned_rows(rows.size, x.shape[1])
+        self._eval_X[...] = x[rows]
         self._eval_y = np.ascontiguousarray(y[rows])
         self._buf_data = np.empty(MAX_CHUNK, dtype=np.float64)
         self._buf_reg = np.empty(MAX_CHUNK, dtype=np.float64)

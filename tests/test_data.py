@@ -21,7 +21,8 @@ def check_preprocessed(ds, n_train=None, n_val=None, d=None):
         if X is None:
             assert y is None
             continue
-        assert X.dtype == np.float32 and X.flags.c_contiguous and X.ndim == 2
+        assert X.dtype == np.float32 and X.ndim == 2
+        assert X.strides[1] == 4 and X.strides[0] % 64 == 0 and X.ctypes.data % 64 == 0
         assert y.dtype == np.int32 and y.shape == (X.shape[0],)
         assert X.shape[1] == ds.dim
         assert np.all(X[:, -1] == 1.0)

@@ -195,6 +195,59 @@ def test_nan_and_inf_do_not_crash(kind, split):
     assert not np.all(np.isfinite(huge))
 
 
+def _every_result(X, y, W, kind):
+    """Every kernel entry point's outputs on X, as one list of arrays."""
+    out = []
+    idx = np.random.default_rng(3).integers(0, X.shape[0], (6, 40))
+    for steps, fn in ((idx, None), (None, 3)):
+        Wk, d, r = W.copy(), np.zeros(6), np.zeros(6)
+        if fn is None:
+            kernels.sgd_steps(X, y, steps, Wk, 1e-2, 0.1, kind, d, r)
+        else:
+            kernels.gd_steps(X, y, Wk, 1e-2, 0.1, kind, d, r, fn)
+        out += [Wk, d, r]
+    dW = np.empty_like(W)
+    out += [np.array(kernels.loss_and_grad(X, y, idx[0], W, 0.1, kind, dW)), dW]
+    out += [np.array(kernels.batch_loss_pair(X, y, idx[1], W, W + 0.01, kind))]
+    out += [np.array(kernels.evaluate(X, y, W, 0.1, kind)), kernels.predict(X, W)]
+    Ws, acc, d = W.copy(), np.zeros(4, np.uint8), np.empty(4)
+    cands = np.random.default_rng(4).standard_normal((4, *W.shape)).astype(np.float32)
+    kernels.search_steps(X, y, idx[:4], cands * 0.01, Ws, True, kind, d, acc)
+    return out + [Ws, acc, d]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_rows_padded_in_memory_give_the_same_bits(kind, split):
+    """The datasets' layout (rows on cache lines, aligned_rows) and a column slice of a
+    wider array (its last row's padding past the buffer's end) give exactly the bits of a
+    packed copy, from every entry point: the kernels read each row's D floats only."""
+    from engine.data import aligned_rows
+
+    X, y, W = _data(D=37)  # 37 floats a row: a packed row starts on a cache line 1 in 16
+    padded = aligned_rows(*X.shape)
+    padded[...] = X
+    assert not padded.flags.c_contiguous and padded.strides[0] == 48 * 4
+    assert all(padded[i].ctypes.data % 64 == 0 for i in range(X.shape[0]))
+    wide = np.random.default_rng(9).standard_normal((X.shape[0], 50)).astype(np.float32)
+    wide[:, 13:] = X
+    sliced = wide[:, 13:]  # the span the kernels index runs 13 floats past the buffer
+    expected = _every_result(np.ascontiguousarray(X), y, W, kind)
+    for layout in (padded, sliced):
+        for a, b in zip(_every_result(layout, y, W, kind), expected, strict=True):
+            assert np.array_equal(a, b, equal_nan=True)
+
+
+def test_aligned_rows_layout():
+    from engine.data import aligned_rows
+
+    for n, d in ((0, 5), (1, 16), (3, 3073), (7, 2)):
+        X = aligned_rows(n, d)
+        assert X.shape == (n, d) and X.dtype == np.float32
+        full = np.lib.stride_tricks.as_strided(X, (n, X.strides[0] // 4), (X.strides[0], 4))
+        assert X.strides[0] % 64 == 0 and X.strides[0] // 4 - d < 16
+        assert n == 0 or (X.ctypes.data % 64 == 0 and not full[:, d:].any())
+
+
 def test_bad_input_is_a_clear_error():
     X, y, W = _data()
     out = np.empty(2)
@@ -202,6 +255,9 @@ def test_bad_input_is_a_clear_error():
         kernels.sgd_steps(X, y, np.full((2, 3), 500, np.int64), W, 0.1, 0.0, 0, out, out)
     with pytest.raises(ValueError, match="float32"):
         kernels.batch_loss(X.astype(np.float64), y, np.zeros(3, np.int64), W, 0)
+    for strided in (np.asfortranarray(X), np.repeat(X, 2, axis=1)[:, ::2], X[::-1]):
+        with pytest.raises(ValueError, match="contiguous rows"):
+            kernels.batch_loss(strided, y, np.zeros(3, np.int64), W, 0)
     with pytest.raises(ValueError, match="loss kind"):
         kernels.batch_loss(X, y, np.zeros(3, np.int64), W, 7)
     with pytest.raises(ValueError, match="length"):
