@@ -3,8 +3,9 @@
 Every loader ends in the same shape (N rows, D dims incl. bias, C classes):
 
 - ``X_*``: float32, (N, D), each row starting on a 64-byte cache line (a view of a buffer
-  whose rows are padded to a multiple of 16 floats: :func:`aligned_rows`); pixels as float32 on their 0-255 scale with the
-  mean *training* image subtracted, and a last column of 1.0 (the bias trick).
+  whose rows are padded to a multiple of 16 floats: :func:`aligned_rows`); pixels as
+  float32 on their 0-255 scale with the mean *training* image subtracted, and a last column
+  of 1.0 (the bias trick).
 - ``y_*``: int32, (N,), labels 0..C-1.
 - The validation set is split off the end of the training set (CS231n: 49,000 / 1,000 for
   CIFAR-10); the test set is kept apart and only evaluated when asked.
