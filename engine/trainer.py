@@ -123,7 +123,8 @@ class Trainer:
         assert self.config.init_scale is not None  # resolved() filled it
         self.W = optim.init_weights(self._rng, x.shape[1], dataset.num_classes,
                                     self.config.init_scale)
-        self._healthy = (0, self.W.copy())
+        self._lr_of_w = self.config.lr  # the lr of the last step run: the one W was trained at
+        self._healthy = (0, self.W.copy(), self._lr_of_w)
         eval_rng = np.random.Generator(np.random.PCG64([self.config.seed, 1]))
         rows = eval_rng.choice(x.shape[0], size=min(EVAL_ROWS, x.shape[0]), replace=False)
         rows.sort()
@@ -234,6 +235,7 @@ class Trainer:
     def _run(self, lo: int, hi: int, data: np.ndarray, reg: np.ndarray) -> float | None:
         """Run steps lo..hi-1 of this chunk; for one gradient step, return ‖ΔW‖ / ‖W‖."""
         opt = "gd" if self.full_batch else self.config.optimizer
+        self._lr_of_w = self.config.lr
         w_before = self.W.copy() if hi - lo == 1 and opt in ("sgd", "gd") else None
         optim.run_steps(
             opt, self.dataset.X_train, self.dataset.y_train, self.W, self._rng,
@@ -301,7 +303,7 @@ class Trainer:
         for ob in self.observers:
             ob.on_eval(ev)
         if self.monitor.healthy and self.alarm is None and math.isfinite(train_loss):
-            self._healthy = (self.step, self.W.copy())
+            self._healthy = (self.step, self.W.copy(), self._lr_of_w)
             if self.step >= self._last_rescue_step + self.config.eval_every:
                 self._auto_rescues = 0  # a whole healthy interval since the last rescue
         return ev
@@ -337,13 +339,21 @@ class Trainer:
         elif action == "stop":
             self._finish(f"diverged: {alarm.detail}")
 
-    def _rescue(self) -> None:
-        """Restore the last healthy weights, divide lr by 10, clear the alarm."""
-        step0, w = self._healthy
+    def _rescue(self, lr: float | None = None) -> None:
+        """Restore the last healthy weights, lower lr, clear the alarm.
+
+        The new lr is a tenth of the one that blew up, or the lr of the steps that led to
+        the healthy weights if that is lower: after lr x10^4 (``>>>>``) one rescue
+        goes back to where the run was healthy instead of taking four. A re-run passes
+        the recorded value as ``lr``, so recordings made under another rule replay exactly.
+        """
+        step0, w, healthy_lr = self._healthy
         self.W[...] = w
         old = self.config.lr
         assert old is not None
-        self.config = self.config.replace(lr=old / 10)
+        if lr is None or not (math.isfinite(lr) and lr > 0):
+            lr = old / 10 if healthy_lr is None else min(old / 10, healthy_lr)
+        self.config = self.config.replace(lr=lr)
         self.monitor.after_rescue()
         self.alarm = None
         self._held_by_alarm = False
@@ -373,7 +383,7 @@ class Trainer:
 
     def _apply_scripted(self, ev: Event) -> None:
         if ev.kind == "rescue":
-            self._rescue()
+            self._rescue(ev.value if isinstance(ev.value, (int, float)) else None)
         elif ev.kind == "resume":
             self._resume_after_alarm()
         elif ev.kind == "control":

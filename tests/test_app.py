@@ -433,7 +433,7 @@ async def test_a_huge_lr_raises_the_alarm_banner_and_R_rescues(blobs):
         assert f"rule {alarm.rule}" in banner.message and f"step {alarm.step}" in banner.message
         assert "R rescue" in banner.message and screen.bells == 1
         assert screen.query_one("#status", StatusBar).state == "DIVERGED"
-        for _ in range(4):  # each rescue divides lr by 10; one is normally enough
+        for _ in range(4):  # each rescue lowers lr (÷10 or to the healthy W's); one is enough
             rescues, step = trainer.rescues, trainer.step
             await pilot.press("R")
             await wait_for(pilot, lambda r=rescues: trainer.rescues > r, "the rescue")

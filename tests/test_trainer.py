@@ -169,28 +169,59 @@ def test_a_huge_learning_rate_raises_the_alarm_and_pauses(tiny, loss):
     assert "alarm" in kinds and "pause" in kinds
 
 
-def test_rescue_restores_the_healthy_weights_and_divides_lr(tiny, monkeypatch):
+def test_rescue_restores_the_healthy_weights_and_lowers_lr(tiny, monkeypatch):
     monkeypatch.setattr(Trainer, "_chunk_size", lambda self: 8)  # see the test below
     t = make(tiny, seed=0, on_diverge="pause")
     run_steps(t, 300)
-    big = t.config.lr * 100  # diverges; a tenth of it (×10) trains again
+    big = t.config.lr * 100  # diverges
     t.send("lr", big)
     while t.alarm is None:
         t.run_chunk()
     loss_at_alarm = t.alarm.loss
-    healthy_step, healthy_w = t._healthy
+    healthy_step, healthy_w, healthy_lr = t._healthy
     assert 0 < healthy_step <= t.alarm.step  # taken before the blow-up, while healthy
     t.send("rescue")
     t._apply_controls()
     np.testing.assert_array_equal(t.W, healthy_w)
     ev = [e for e in t.history.snapshot().events if e.kind == "rescue"][0]
-    assert ev.value == pytest.approx(big / 10) and t.config.lr == pytest.approx(big / 10)
+    assert ev.value == t.config.lr == min(big / 10, healthy_lr)
     assert t.alarm is None and t.state is State.RUNNING
     assert f"step {healthy_step}" in ev.detail
     # training goes on from the restored weights, below the loss that raised the alarm
     run_steps(t, 200)
     assert t.alarm is None and t.rescues == 1
     assert np.all(losses(t)[ev.step:] < loss_at_alarm)
+
+
+def test_rescue_goes_back_to_the_healthy_lr_when_it_is_lower(tiny, monkeypatch):
+    """lr x10^4 then one rescue: back to the weights and the lr of the last healthy
+    evaluation (a tenth of the blown-up rate would still be x10^3 and blow up again)."""
+    monkeypatch.setattr(Trainer, "_chunk_size", lambda self: 8)
+    t = make(tiny, seed=0, on_diverge="pause")
+    run_steps(t, 300)
+    lr = t.config.lr
+    t.send("lr", lr * 1e4)
+    while t.alarm is None:
+        t.run_chunk()
+    t.send("rescue")
+    t._apply_controls()
+    ev = [e for e in t.history.snapshot().events if e.kind == "rescue"][0]
+    assert t.config.lr == ev.value == lr and ev.old == pytest.approx(lr * 1e4)
+    assert "→ " + f"{lr:.2e}" in ev.detail
+    run_steps(t, 300)
+    assert t.alarm is None and t.rescues == 1
+
+
+def test_a_scripted_rescue_sets_the_recorded_lr(tiny):
+    """A re-run takes the rescue's lr from the recording (made, perhaps, under another
+    rule) instead of computing it again."""
+    from engine.history import Event
+
+    script = [Event(150, "control", "lr", 1e3), Event(160, "rescue", "rescue", 0.0123)]
+    t = Trainer(Config(data=tiny.spec, seed=3, eval_every=100, steps=170,
+                       on_diverge="ignore"), tiny, script=script)
+    t.run()
+    assert t.rescues == 1 and t.config.lr == 0.0123
 
 
 def test_rescued_weights_equal_the_snapshot(tiny):
@@ -225,13 +256,14 @@ def test_on_diverge_stop_finishes_and_rescue_continues(tiny, monkeypatch):
             break
     assert t.state is State.FINISHED and t.summary()["diverged"], (t.state, t.step,
                                                                    t.summary())
-    r = make(tiny, seed=0, on_diverge="rescue")
-    run_steps(r, 200)
-    r.send("lr", r.config.lr * 1e4)
+    lr0 = Config().resolved(tiny).lr
+    r = make(tiny, seed=0, on_diverge="rescue", lr=lr0 * 2000)
     run_steps(r, 300)
-    # lr x1e4, x1e3 and x1e2 diverge: three rescues, then lr x10 trains
-    assert r.rescues == 3 and r.state is State.RUNNING, (r.state, r.step, r.rescues,
-                                                         r.history.snapshot().events)
+    # x2000, x200 and x20 diverge: three rescues to the initial weights, a tenth of the
+    # rate each time (the only healthy weights were taken at the same rate), then x2 trains
+    lrs = [e.value for e in r.history.snapshot().events if e.kind == "rescue"]
+    assert lrs == pytest.approx([lr0 * 200, lr0 * 20, lr0 * 2]) and r.state is State.RUNNING, (
+        r.state, r.step, r.history.snapshot().events)
 
 
 def test_healthy_runs_raise_no_alarm(tiny):
@@ -256,9 +288,8 @@ def test_chunks_stay_short(tiny):
 
 
 def test_repeated_divergence_rescues_up_to_the_limit_then_pauses(tiny):
-    t = make(tiny, seed=0, on_diverge="rescue")
-    run_steps(t, 200)
-    t.send("lr", t.config.lr * 1e8)  # so large that lr/10, /100, /1000 all diverge again
+    t = make(tiny, seed=0, on_diverge="rescue", lr=0.5)  # 10^6 x the default: a tenth,
+    # a hundredth and a thousandth of it all diverge
     for _ in range(2000):
         if t.run_chunk() == 0:
             break

@@ -349,7 +349,7 @@ class LiveDashboard(Dashboard):
         Binding("l", "toggle_loss", "loss svm ↔ softmax"),
         Binding("o", "next_optimizer", "next optimizer: sgd, gd, random, local"),
         Binding("r", "reset", "reset W to a new random initialisation"),
-        Binding("R", "rescue", "rescue: last healthy W, lr ÷10"),
+        Binding("R", "rescue", "rescue: last healthy W, lr ÷10 or lower"),
         Binding("d", "next_on_diverge", "on-diverge: pause, rescue, stop, ignore"),
         Binding("e", "edit", "edit exact lr / λ / batch (Enter applies, Esc leaves)"),
         Binding("s", "smoothing(1)", "more smoothing of the loss curve"),
@@ -445,7 +445,7 @@ class LiveDashboard(Dashboard):
         mode = self.control_values().get("on_diverge", "pause")
         banner.show_alarm(
             f"DIVERGED: rule {rule} at step {step}, loss {_loss_text(loss)} — {detail}\n"
-            f"R rescue (last healthy W, lr ÷10) · space resume · d on-diverge ({mode})"
+            f"R rescue (last healthy W, lr ÷10 or lower) · space resume · d on-diverge ({mode})"
         )
 
     # -- sending controls -------------------------------------------------------------
@@ -511,7 +511,7 @@ class LiveDashboard(Dashboard):
 
     def action_rescue(self) -> None:
         self.session.send("rescue")
-        self.note("rescue: restoring the last healthy W, lr ÷10")
+        self.note("rescue: restoring the last healthy W, lr ÷10 or lower")
 
     # -- the editor -------------------------------------------------------------------
     def opens_input(self, key: str) -> bool:
