@@ -432,6 +432,8 @@ async def test_a_huge_lr_raises_the_alarm_banner_and_R_rescues(blobs):
         assert alarm is not None
         assert f"rule {alarm.rule}" in banner.message and f"step {alarm.step}" in banner.message
         assert "R rescue" in banner.message and screen.bells == 1
+        # the keys' line fits an 80-column terminal (78 inside the banner's padding)
+        assert len(banner.message.splitlines()[-1].replace("pause", "ignore")) <= 78
         assert screen.query_one("#status", StatusBar).state == "DIVERGED"
         for _ in range(4):  # each rescue lowers lr (÷10 or to the healthy W's); one is enough
             rescues, step = trainer.rescues, trainer.step

@@ -445,7 +445,7 @@ class LiveDashboard(Dashboard):
         mode = self.control_values().get("on_diverge", "pause")
         banner.show_alarm(
             f"DIVERGED: rule {rule} at step {step}, loss {_loss_text(loss)} — {detail}\n"
-            f"R rescue (last healthy W, lr ÷10 or lower) · space resume · d on-diverge ({mode})"
+            f"R rescue (last healthy W, lower lr) · space resume · d on-diverge ({mode})"
         )
 
     # -- sending controls -------------------------------------------------------------
