@@ -1,6 +1,7 @@
 """``descent bench``: engine speed against the numpy reference, in one table, one process.
 
-Workload: random CIFAR-shaped data, X (49000, 3073) float32 (bias column included), 10
+Workload: random CIFAR-shaped data, X (49000, 3073) float32 (bias column included; each row
+on a 64-byte cache line, as the datasets lay them out: ``engine.data.aligned_rows``), 10
 classes, batch rows sampled with replacement. Engine and reference are timed interleaved
 (A B A B ..., the median of REPEATS runs each, a short pause before each so one library's
 idle spinning threads do not slow the other), so a noisy neighbour hits both alike; a ratio
