@@ -2,10 +2,10 @@
 
 Every loader ends in the same shape (N rows, D dims incl. bias, C classes):
 
-- ``X_*``: float32, (N, D), each row starting on a 64-byte cache line (a view of a buffer
-  whose rows are padded to a multiple of 16 floats: :func:`aligned_rows`); pixels as
-  float32 on their 0-255 scale with the mean *training* image subtracted, and a last column
-  of 1.0 (the bias trick).
+- ``X_*``: float32, (N, D), each row (of 16 floats or more) starting on a 64-byte cache line
+  (a view of a buffer whose rows are padded to a multiple of 16 floats:
+  :func:`aligned_rows`); pixels as float32 on their 0-255 scale with the mean *training*
+  image subtracted, and a last column of 1.0 (the bias trick).
 - ``y_*``: int32, (N,), labels 0..C-1.
 - The validation set is split off the end of the training set (CS231n: 49,000 / 1,000 for
   CIFAR-10); the test set is kept apart and only evaluated when asked.
@@ -204,7 +204,11 @@ def aligned_rows(n: int, d: int) -> np.ndarray:
     columns are zero. Rows of 3073 floats packed end to end start on a line only every
     16th row, and every 64-byte vector load the kernels make in the others spans two lines:
     measured on a Xeon with AVX-512, aligned rows made SGD at B=256 about 10% faster and a
-    full-batch GD step 7-10%. The kernels take any float32 X whose rows are contiguous."""
+    full-batch GD step 7-10%. The kernels take any float32 X whose rows are contiguous.
+    Rows of fewer than 16 floats have no whole vector to align: they stay packed (the 2-D
+    sets would otherwise take 5x their memory)."""
+    if d < 16:
+        return np.empty((n, d), dtype=np.float32)
     stride = (d + 15) // 16 * 16
     buf = np.empty(n * stride + 16, dtype=np.float32)
     off = (-buf.ctypes.data % 64) // 4

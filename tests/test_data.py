@@ -22,7 +22,9 @@ def check_preprocessed(ds, n_train=None, n_val=None, d=None):
             assert y is None
             continue
         assert X.dtype == np.float32 and X.ndim == 2
-        assert X.strides[1] == 4 and X.strides[0] % 64 == 0 and X.ctypes.data % 64 == 0
+        assert X.strides[1] == 4
+        if X.shape[1] >= 16:  # rows on cache lines (narrower rows stay packed)
+            assert X.strides[0] % 64 == 0 and X.ctypes.data % 64 == 0
         assert y.dtype == np.int32 and y.shape == (X.shape[0],)
         assert X.shape[1] == ds.dim
         assert np.all(X[:, -1] == 1.0)

@@ -240,12 +240,14 @@ def test_rows_padded_in_memory_give_the_same_bits(kind, split):
 def test_aligned_rows_layout():
     from engine.data import aligned_rows
 
-    for n, d in ((0, 5), (1, 16), (3, 3073), (7, 2)):
+    for n, d in ((0, 17), (1, 16), (3, 3073), (7, 33)):
         X = aligned_rows(n, d)
         assert X.shape == (n, d) and X.dtype == np.float32
         full = np.lib.stride_tricks.as_strided(X, (n, X.strides[0] // 4), (X.strides[0], 4))
         assert X.strides[0] % 64 == 0 and X.strides[0] // 4 - d < 16
         assert n == 0 or (X.ctypes.data % 64 == 0 and not full[:, d:].any())
+    small = aligned_rows(5, 3)  # no whole vector in a row: packed, no padding
+    assert small.shape == (5, 3) and small.flags.c_contiguous
 
 
 def test_bad_input_is_a_clear_error():
