@@ -383,6 +383,70 @@ async def test_a_diverged_loss_keeps_short_labels_and_a_title(size):
         assert sum("⣀" in line or "⠁" in line for line in lines) >= 1  # the curve is drawn
 
 
+def rescued_history(rescued: bool) -> History:
+    """2000 steps from 2.3 down to 1.0 with a blow-up to 1e50 at steps 1000-1009, which
+    raised an alarm at 1000 and (when `rescued`) a rescue at 1010."""
+    h = History()
+    loss = np.linspace(2.3, 1.0, 2000)
+    loss[1000:1010] = 10.0 ** np.arange(5, 55, 5)
+    h.append_steps(loss, np.zeros_like(loss))
+    h.append_eval(Evaluation(0, 0.1, 0.1, 2.4, 2.3))
+    h.append_eval(Evaluation(1005, 0.1, 0.1, 3e40, 1e40))  # evaluated mid-blow-up
+    h.append_event(Event(999, "control", "lr", 1.0, 1e-3, "lr ×1000"))
+    h.append_event(Event(1000, "alarm", "above_start", 1e5, None, "loss 1e5"))
+    if rescued:
+        h.append_event(Event(1010, "rescue", "rescue", 1e-3, 1.0, "restored"))
+    return h
+
+
+@pytest.mark.parametrize("rescued", [False, True])
+@pytest.mark.parametrize("log_scale", [False, True])
+async def test_a_rescued_blow_up_does_not_set_the_linear_scale(rescued, log_scale):
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield LossPlot(id="loss")
+
+    app = One()
+    async with app.run_test(size=(80, 20)) as pilot:
+        plot = app.query_one(LossPlot)
+        plot.update_data(rescued_history(rescued).snapshot(), log_scale=log_scale,
+                         smoothing=0.99)
+        await pilot.pause()
+        lines = plot.render().plain.splitlines()
+        labels = [line.split("┤")[0].strip() for line in lines if "┤" in line]
+        top = max(float(label) for label in labels)
+        if rescued and not log_scale:  # the run's own range: 1.0 to 2.4 (val at step 0)
+            assert 2.0 <= top <= 2.4, labels
+        else:  # the blow-up is the scale: before the rescue, or on the log axis
+            assert top >= 1e39, labels
+        assert sum("⣀" in line or "⠉" in line or "⠒" in line for line in lines) >= 1
+
+
+def test_the_rescued_scale_follows_a_replay_seeking_back():
+    """The largest loss kept is updated incrementally; a shorter history (a replay seeking
+    back) is looked at afresh, so a later, larger loss no longer sets the scale."""
+    h = rescued_history(True)
+    later = np.full(1000, 50.0)  # a much higher loss after step 2000 (a change of loss)
+    h.append_steps(later, np.zeros_like(later))
+    plot = LossPlot()
+    plot.update_data(h.snapshot(), log_scale=False, smoothing=0.99)
+    assert plot._kept_max(h.snapshot()) == 50.0
+    h.truncate(1500)
+    plot.update_data(h.snapshot(), log_scale=False, smoothing=0.99)
+    assert plot._kept_max(h.snapshot()) == pytest.approx(2.3)
+
+
+def test_rescued_spans_follow_alarms_answered_by_a_rescue():
+    from tui.widgets.loss_plot import rescued_spans
+
+    ev = [Event(10, "alarm", "nonfinite"), Event(12, "alarm", "above_start"),
+          Event(15, "rescue", "rescue"), Event(40, "alarm", "nonfinite"),
+          Event(41, "resume", "resume"), Event(60, "rescue", "rescue"),
+          Event(70, "alarm", "nonfinite"), Event(75, "rescue", "rescue"),
+          Event(90, "alarm", "nonfinite")]
+    assert rescued_spans(ev) == ((10, 15), (70, 75))
+
+
 def test_a_narrow_title_keeps_the_parent_of_a_fork_and_drops_the_smoothed_loss():
     h = History()
     h.append_steps(np.full(2500, 1.924), np.zeros(2500))

@@ -2,7 +2,9 @@
 
 The smoothed curve is a debiased exponential moving average (Adam-style bias correction,
 so the first values are not dragged towards 0), kept incrementally: each frame only the
-steps added since the last frame are folded in. It starts afresh at each rescue. Curves
+steps added since the last frame are folded in. It starts afresh at each rescue. On the
+linear axis, the steps a rescue threw away (from its alarm to the rescue) do not set the
+scale: a blow-up to 1e+50 runs off the top instead of flattening the rest of the run. Curves
 are decimated to the plot width keeping each column's min and max
 (:func:`engine.history.decimate`) and drawn as the lower and upper envelope, so a frame
 costs the same at step 100 and at step 10**7. NaN, ±inf and (on the log axis) values <= 0
@@ -212,6 +214,23 @@ def _same(a: float, b: float | None) -> bool:
     return b is not None and (a == b or (math.isnan(a) and math.isnan(b)))
 
 
+def rescued_spans(events: Sequence[Any]) -> tuple[tuple[int, int], ...]:
+    """The stretches of steps a rescue threw away: [alarm step, rescue step) for each alarm
+    answered by a rescue (not by a resume). Events in the order they happened."""
+    spans: list[tuple[int, int]] = []
+    start: int | None = None
+    for ev in events:
+        if ev.kind == "alarm" and start is None:
+            start = int(ev.step)
+        elif ev.kind == "resume":
+            start = None
+        elif ev.kind == "rescue":
+            if start is not None and ev.step > start:
+                spans.append((start, int(ev.step)))
+            start = None
+    return tuple(spans)
+
+
 class LossPlot(CachedPlot):
     """Training loss per step (grey), its EMA (cyan), validation loss (magenta dots), and
     for the replay of a fork the parent's smoothed loss after the fork step (orange)."""
@@ -228,6 +247,9 @@ class LossPlot(CachedPlot):
         self._smooth_summary = MinMaxSummary()
         self.parent_curve: tuple[np.ndarray, np.ndarray] | None = None
         """A fork's parent run after the fork step: (steps, smoothed loss), drawn in orange."""
+        self._kept: tuple[tuple[tuple[int, int], ...], int, float] = ((), 0, -math.inf)
+        """(rescued spans, steps looked at, the largest finite loss of those steps outside
+        the spans): kept up incrementally, like the summaries."""
 
     def set_parent(self, loss: np.ndarray, fork_step: int) -> None:
         """Overlay the parent run's smoothed loss from ``fork_step`` on (replay of a fork)."""
@@ -262,31 +284,46 @@ class LossPlot(CachedPlot):
         cols = max(1, width - 9)
         all_y: list[np.ndarray] = []
         log = self.log_scale
-        all_y += _plot_envelope(plt, *self._raw_summary.decimated(s.loss, cols), cols, log,
-                                "gray")
-        if beta > 0:
-            all_y += _plot_envelope(plt, *self._smooth_summary.decimated(self._smoothed, cols),
-                                    cols, log, "cyan")
         right = max(1, s.steps)  # steps so far: the axis ends at a round 2000, not 1999
+        parent = None
         if self.parent_curve is not None:
             px, py = self.parent_curve
             shown = px <= right  # the parent as far as the fork has got
-            all_y += _plot_envelope(plt, *decimate(px[shown], py[shown], cols), cols, log,
-                                    "orange")
-        xv, yv = finite_points(s.eval_step, s.val_loss, log=self.log_scale)
+            parent = (px[shown], py[shown])
+        xv, yv = finite_points(s.eval_step, s.val_loss, log=log)
+        # On the linear axis, a blow-up that a rescue threw away runs off the top instead of
+        # setting the scale. Its values are clipped a plot height above the top first:
+        # plotext rasterizes a line dot by dot, even the part outside the limits.
+        cap = math.inf if log else self._kept_max(s)
+        if math.isfinite(cap):
+            if parent is not None:
+                cap = max(cap, _finite_max(parent[1]))
+            cap = max(cap, _finite_max(yv[~_in_spans(xv, rescued_spans(s.events))]))
+        top = cap + max(abs(cap), 1.0) if math.isfinite(cap) else math.inf
+        all_y += _plot_envelope(plt, *self._raw_summary.decimated(s.loss, cols), cols, log,
+                                "gray", top)
+        if beta > 0:
+            all_y += _plot_envelope(plt, *self._smooth_summary.decimated(self._smoothed, cols),
+                                    cols, log, "cyan", top)
+        if parent is not None:
+            all_y += _plot_envelope(plt, *decimate(*parent, cols), cols, log, "orange", top)
         if xv.size:
-            plt.scatter(xv.tolist(), yv.tolist(), marker="•", color="magenta")
-            all_y.append(yv)
+            low = yv <= top
+            plt.scatter(xv[low].tolist(), yv[low].tolist(), marker="•", color="magenta")
+            all_y.append(yv[low])
         for ev in s.events:
             color = MARKER_COLORS.get(ev.kind)
             if color is not None and 0 <= ev.step <= right:
                 plt.vline(ev.step, color)
         set_step_axis(plt, right, width)
         labels: list[str] = []
-        if all_y:
-            y = np.concatenate(all_y)
+        y = np.concatenate(all_y) if all_y else np.empty(0)
+        if y.size:
             lo, hi = float(y.min()), float(y.max())
-            if self.log_scale:
+            if lo < cap < hi:
+                hi = cap
+                plt.ylim(lo, hi)
+            if log:
                 ticks, labels = log_ticks(lo, hi, max(2, (height - 3) // 3))
             else:
                 ticks, labels = linear_ticks(lo, hi, max(2, (height - 3) // 2))
@@ -296,6 +333,24 @@ class LossPlot(CachedPlot):
         # and leaves it out altogether when it does not fit there
         canvas = width - max((len(label) for label in labels), default=6) - 3
         plt.title(self._title(s, scale, beta, canvas))
+
+    def _kept_max(self, s: Snapshot) -> float:
+        """The largest finite loss outside the stretches rescues threw away (the smoothed
+        loss, a weighted mean that starts afresh at each rescue, stays below it); +inf while
+        there are none. Only the steps added since the last frame are read, unless a new
+        rescue changed the stretches or the history got shorter (a replay seeking back)."""
+        spans = rescued_spans(s.events)
+        if not spans:
+            return math.inf
+        key, upto, best = self._kept
+        end = min(s.steps, s.loss.shape[0])
+        if key != spans or end < upto:  # a new rescue, or a replay seeking back
+            upto, best = 0, -math.inf
+        if end > upto:
+            keep = ~_in_spans(np.arange(upto, end), spans)
+            best = max(best, _finite_max(s.loss[upto:end][keep]))
+        self._kept = (spans, max(upto, end), best)
+        return best
 
     def _title(self, s: Snapshot, scale: str, beta: float, width: int = 1000) -> str:
         """The plot's title line, at most ``width`` columns (plotext leaves out a title that
@@ -322,9 +377,24 @@ class LossPlot(CachedPlot):
         return text()
 
 
+def _in_spans(x: np.ndarray, spans: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Which of the steps x fall in one of the [start, end) spans."""
+    inside = np.zeros(x.shape[0], dtype=bool)
+    for a, b in spans:
+        inside |= (x >= a) & (x < b)
+    return inside
+
+
+def _finite_max(y: np.ndarray) -> float:
+    """The largest finite value of y; -inf when it has none."""
+    y = y[np.isfinite(y)]
+    return float(y.max()) if y.size else -math.inf
+
+
 def _plot_envelope(plt: Any, x: np.ndarray, y: np.ndarray, columns: int, log: bool,
-                   color: str) -> list[np.ndarray]:
-    """Draw a decimated curve; return the y values drawn (for the log axis's ticks).
+                   color: str, top: float = math.inf) -> list[np.ndarray]:
+    """Draw a decimated curve, finite values above `top` lowered to it; return the y values
+    drawn (for the axis's ticks).
 
     A curve decimated to its per-column min and max (``2 * columns`` points, a pair per
     column) is drawn as two lines, its lower and upper envelope. Drawn as one line, every
@@ -341,6 +411,7 @@ def _plot_envelope(plt: Any, x: np.ndarray, y: np.ndarray, columns: int, log: bo
     drawn = []
     for cx, cy in curves:
         fx, fy = finite_points(cx, cy, log=log)
+        fy = np.minimum(fy, top)
         if fx.size:
             plt.plot(fx.tolist(), fy.tolist(), marker="braille", color=color)
             drawn.append(fy)
