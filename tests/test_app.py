@@ -480,15 +480,14 @@ async def test_a_loader_error_is_one_line_and_exits_2():
 
 
 @pytest.mark.parametrize("reports_after", [True, False])
-async def test_q_while_loading_says_it_waits_and_exits_0_when_loading_ends(reports_after):
-    """The loader (reading data, compiling kernels) cannot be interrupted, and the app's
-    loop waits for it on the way out: the screen must say so instead of vanishing into a
-    terminal that hangs until the compile is over. A loader that reports progress again
-    is stopped there (the live loader reports before it creates the recording); what a
-    loader built anyway is closed."""
+async def test_q_while_loading_exits_at_once_and_what_loads_later_is_closed(reports_after):
+    """The loader (reading data, compiling kernels) cannot be interrupted, so q does not
+    wait for it: the app exits with status 0 while the loader is still blocked. A loader
+    that reports progress again is stopped there (the live loader reports before it
+    creates the recording); what a loader built anyway is closed by it."""
     import threading
 
-    from tui.app import QUIT_WHILE_LOADING, LoadingCancelled
+    from tui.app import LoadingCancelled
     from tui.screens.loading import LoadingScreen
 
     release, built, closed, cancelled = threading.Event(), [], [], []
@@ -515,17 +514,39 @@ async def test_q_while_loading_says_it_waits_and_exits_0_when_loading_ends(repor
         await wait_for(pilot, lambda: isinstance(screen, LoadingScreen)
                        and screen.message.startswith("compiling"), "the loader's message")
         await pilot.press("q")
-        for _ in range(5):
-            await pilot.pause()
-        assert app.is_running and app.screen is screen
-        assert screen.message == QUIT_WHILE_LOADING
-        release.set()
         await wait_for(pilot, lambda: not app.is_running, "the app to exit")
-    assert app.return_code == 0
+    assert app.return_code == 0 and app.loader_busy() and built == []
+    release.set()
+    app._loader.join(10)
+    assert not app.loader_busy()
     if reports_after:
         assert cancelled == [True] and built == [] and closed == []
     else:
         assert built == [True] and closed == [True]
+
+
+async def test_a_session_handed_over_but_not_started_is_closed_by_q():
+    """The loader hands the session over and the UI starts it from a message: a quit in
+    between closes it (nothing else would)."""
+    import threading
+
+    release, closed = threading.Event(), []
+
+    class Session:
+        def close(self) -> None:
+            closed.append(True)
+
+    def make_session(progress: Any) -> Any:
+        release.wait(30)
+        raise RuntimeError("never gets this far")
+
+    app = DescentApp(make_session)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app._loaded = Session()  # as if handed over, its LoadFinished not yet handled
+        await pilot.press("q")
+        await wait_for(pilot, lambda: not app.is_running, "the app to exit")
+    release.set()
+    assert closed == [True] and app.return_code == 0
 
 
 @pytest.mark.parametrize("size", [(80, 24), (100, 30), (200, 60)])

@@ -74,3 +74,24 @@ def test_sigterm_or_a_dropped_link_ends_the_dashboard_with_its_recording_closed(
     r = load_recording(rec)
     assert not r.torn and r.summary is not None, r.notes
     assert r.summary.get("ended_by") == want_reason and r.summary["steps"] == r.steps
+
+
+@pytest.mark.skipif(not DESCENT.exists() and shutil.which("descent") is None,
+                    reason="descent is not installed in this environment")
+def test_q_during_a_cold_compile_quits_without_waiting_for_it(tmp_path, monkeypatch):
+    """A Numba compile cannot be interrupted, and a cold one takes half a minute: q must
+    not wait for it (it did, behind 'quitting once loading ends'). The child gets an
+    empty cache; QUIT_SECONDS is well under the compile's time."""
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cold"))
+    exe = str(DESCENT) if DESCENT.exists() else str(shutil.which("descent"))
+    term = Terminal([exe, "train", "--data", "blobs", "--no-record"], cwd=ROOT)
+    try:
+        assert term.read_until(b"compiling kernels", START_SECONDS), term.output[-2000:]
+        term.send("q")
+        status = term.wait(QUIT_SECONDS)
+        assert status == 0, (status, term.output[-2000:])
+        tail = term.output[term.output.rfind(b"\x1b[?1049h"):]
+        assert b"\x1b[?1049l" in tail, "the alternate screen was not left"
+        assert b"Traceback" not in term.output
+    finally:
+        term.kill()

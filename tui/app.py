@@ -1,8 +1,11 @@
 """The descent dashboard application.
 
 ``DescentApp(make_session)`` shows a loading screen while ``make_session(progress)`` runs
-in a thread worker (dataset, kernel compilation, trainer and recorder), then the live or
-replay dashboard. A live trainer runs in a second thread worker; the UI only reads its
+in a loader thread (dataset, kernel compilation, trainer and recorder), then the live or
+replay dashboard. Quitting while it loads exits at once: a Numba compile cannot be
+interrupted, so the loader is a daemon thread the app does not wait for; what it builds
+after the quit is closed (``descent`` then ends the process without waiting for it either,
+see ``loader_busy``). A live trainer runs in a second thread worker; the UI only reads its
 History on a timer and steers it through ``session.send`` (a queue), so training never
 waits for the screen. Quitting sets the stop event, waits for the worker, closes the
 session (which closes the recording) and returns exit status 0. A loader that fails
@@ -22,7 +25,7 @@ from textual.binding import Binding
 from textual.widget import Widget
 from textual.worker import Worker, WorkerState
 
-from tui.messages import LoadProgress
+from tui.messages import LoadFinished, LoadProgress
 from tui.screens.dashboard import Dashboard, LiveDashboard
 from tui.screens.error import ErrorScreen
 from tui.screens.loading import LoadingScreen
@@ -44,8 +47,6 @@ JOIN_SECONDS = 5.0
 HOLD_SECONDS = 0.5
 """Longest the keys after an input-opening key are held for an input that never takes
 them (then they act as usual); the input normally takes them within milliseconds."""
-QUIT_WHILE_LOADING = "quitting once loading ends (a compile cannot be interrupted)"
-"""Shown on the loading screen after q: the loader thread runs to its end first."""
 
 
 class _Either:
@@ -103,23 +104,50 @@ class DescentApp(App[int]):
         self._session_closed = False
         """close_session has run (not Textual's own _closed, which says the app's message
         queue is closed: taking that name left quit unable to post its ExitApp)."""
-        self._exit_code_after_load = EXIT_OK
+        self._loader: threading.Thread | None = None
+        self._load_lock = threading.Lock()
+        self._loaded: Session | None = None
+        """A session the loader handed over, until the UI starts it (or a quit closes it)."""
         self._held: list[events.Key] | None = None
         """Keys read since a key that opens an input, until it has the focus (on_event)."""
 
     # -- start --------------------------------------------------------------------------
     def on_mount(self) -> None:
         self.push_screen(LoadingScreen(self.title_text))
-        self.load_session()
+        self._loader = threading.Thread(target=self._load, name="descent-loader", daemon=True)
+        self._loader.start()
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="loading")
-    def load_session(self) -> Session:
-        """Run the (slow) session factory off the UI thread."""
-        session = self._make_session(self._progress)
-        if self._quitting:  # the user left while we were loading
-            _close(session)
-            return None
-        return session
+    def loader_busy(self) -> bool:
+        """The loader thread is still running (e.g. compiling after a quit)."""
+        return self._loader is not None and self._loader.is_alive()
+
+    def _load(self) -> None:
+        """The loader thread: run the (slow) session factory, hand the session over."""
+        try:
+            session = self._make_session(self._progress)
+        except LoadingCancelled:
+            return
+        except Exception as e:  # noqa: BLE001 - shown as one line, exit status 2
+            self.post_message(LoadFinished(one_line(e)))
+            return
+        with self._load_lock:
+            if not self._quitting:
+                self._loaded = session
+                self.post_message(LoadFinished())
+                return
+        _close(session)  # the user left while we were loading
+
+    @on(LoadFinished)
+    def _load_finished(self, event: LoadFinished) -> None:
+        if self._quitting:
+            return
+        if event.error:
+            self.fail(event.error, EXIT_BAD_INPUT)
+            return
+        with self._load_lock:
+            session, self._loaded = self._loaded, None
+        if session is not None:
+            self._start(session)
 
     def _progress(self, fraction: float, message: str) -> None:
         """Called on the loader thread: post, never block; after a quit, cancel."""
@@ -157,16 +185,7 @@ class DescentApp(App[int]):
     @on(Worker.StateChanged)
     def _worker_changed(self, event: Worker.StateChanged) -> None:
         worker, state = event.worker, event.state
-        if worker.group == "loading":
-            if self._quitting and state in (WorkerState.SUCCESS, WorkerState.ERROR,
-                                            WorkerState.CANCELLED):
-                self.exit(self._exit_code_after_load,
-                          return_code=self._exit_code_after_load)
-            elif state == WorkerState.SUCCESS and worker.result is not None:
-                self._start(worker.result)
-            elif state == WorkerState.ERROR and worker.error is not None:
-                self.fail(one_line(worker.error), EXIT_BAD_INPUT)
-        elif worker.group == "training" and state == WorkerState.ERROR:
+        if worker.group == "training" and state == WorkerState.ERROR:
             if worker.error is not None and not self._quitting:
                 self.fail(f"training stopped: {one_line(worker.error)}", EXIT_FAILED)
 
@@ -258,12 +277,14 @@ class DescentApp(App[int]):
         if self._quitting:
             return
         self.stop_soon()
-        if self.session is None and isinstance(self.screen, LoadingScreen):
-            # The loader (reading data, compiling kernels) cannot be interrupted, and the
-            # app's loop would wait for it on the way out anyway, with the screen already
-            # gone: say so, and exit when it returns (it closes what it built).
-            self._exit_code_after_load = code
-            self.screen.set_progress(-1, QUIT_WHILE_LOADING)
+        if self.session is None:
+            # Still loading (or it failed): nothing to stop. A session the loader handed
+            # over but the UI has not started is closed here; one it builds later, by it.
+            with self._load_lock:
+                pending, self._loaded = self._loaded, None
+            if pending is not None:
+                _close(pending)
+            self.exit(code, return_code=code)
             return
         if self.train_worker is not None and not self.run_done.wait(JOIN_SECONDS):
             self.error_message = "the training thread did not stop in time"
@@ -274,7 +295,8 @@ class DescentApp(App[int]):
 
     def stop_soon(self) -> None:
         """Ask the training loop (and a session still loading) to stop; safe to call from
-        a signal handler. The app's loop, on its way out, waits for its worker threads."""
+        a signal handler. The app's loop, on its way out, waits for the training worker; a
+        session the loader builds after this is closed by the loader."""
         self._quitting = True
         self.stop_event.set()
 

@@ -456,9 +456,32 @@ def _run_dashboard(make_session: Callable[[Callable[[float, str], None]], Any]) 
         finally:
             if sig.signum is not None:  # q and Ctrl-C stop cleanly inside the app
                 app.end_after_signal(signal.Signals(sig.signum).name)
+    code = EXIT_OK if status is None else int(status)
     if sig.signum is not None:  # however the app's loop ended after the signal
-        return sig.exit_status
-    return EXIT_OK if status is None else int(status)
+        code = sig.exit_status
+    if app.loader_busy():
+        _leave_loader(app, code)
+    return code
+
+
+LOADER_GRACE_SECONDS = 1.0
+"""After a quit during loading, how long the process waits for the loader to finish (it
+closes what it built) before it ends without it."""
+
+
+def _leave_loader(app: Any, code: int) -> None:
+    """The user quit while the session was loading: a Numba compile cannot be interrupted,
+    and Python would wait for it at exit. Give the loader a moment, then end the process
+    without it. No recording is open while kernels compile, and Numba writes each cache
+    file whole (a temporary file, then a rename), so nothing is lost or left half-written:
+    the next run compiles what is missing."""
+    loader = app._loader
+    if loader is not None:
+        loader.join(LOADER_GRACE_SECONDS)
+    if app.loader_busy():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 # -- replay, verify, fork -------------------------------------------------------------------

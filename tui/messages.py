@@ -26,6 +26,14 @@ class LoadProgress(Message):
 
 
 @dataclass
+class LoadFinished(Message):
+    """The loader thread is done: the session is handed over, or it failed."""
+
+    error: str = ""
+    """The failure as one line ("" when the session was built)."""
+
+
+@dataclass
 class ControlEntered(Message):
     """The user typed a value for a control and pressed Enter."""
 
