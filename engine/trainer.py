@@ -410,6 +410,9 @@ class Trainer:
             self._emit(Event(self.step, "control", "reset", detail="W reset to a new random init"))
         elif name == "rescue":
             self._rescue()
+        elif name == "answer_alarm":  # a fork going live with an alarm standing (verify.fork)
+            if self.alarm is not None and not self._held_by_alarm:
+                self._react(self.alarm)
         elif name == "pause" or (name == "toggle_pause" and not self._paused
                                  and not self._held_by_alarm):
             if not self._paused:

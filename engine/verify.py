@@ -331,6 +331,16 @@ def fork(path: str | os.PathLike, at: int, overrides: dict[str, Any] | None = No
             trainer.send(ev.name, ev.value)
     if headless and overrides.get("on_diverge", trainer.config.on_diverge) == "pause":
         overrides["on_diverge"] = "stop"
+    mode = overrides.pop("on_diverge", None)
+    if mode is not None:
+        trainer.send("on_diverge", mode)
+    if trainer.alarm is not None:
+        # An alarm stands at `at` that the parent answered later or not at all (a script
+        # records alarms but does not react to them): the fork's --on-diverge answers it
+        # now, before the fork's other settings, so a rescue restores the healthy weights
+        # and the lr asked for still applies. It used to stay DIVERGED for good, and no
+        # later alarm could fire.
+        trainer.send("answer_alarm")
     for name, value in overrides.items():
         if value is not None:
             trainer.send(name, value)

@@ -187,6 +187,38 @@ def test_a_fork_at_the_step_of_a_rescue_starts_from_the_rescued_weights(parent, 
     assert verify(child).identical
 
 
+@pytest.mark.parametrize("mode", ["rescue", "stop", "ignore"])
+def test_a_fork_inside_a_blow_up_answers_the_standing_alarm(mode, tmp_path):
+    """The example blows up at step 1302 and its automatic rescue lands at 1400. Forked at
+    1350, the alarm stands: the fork's --on-diverge answers it as it goes live (a rescue,
+    after which the lr asked for applies; stop; or nothing, for ignore). The fork used to
+    run on DIVERGED for good, no later alarm able to fire."""
+    p = load_recording(EXAMPLE)
+    alarm = next(e.step for e in p.events if e.kind == "alarm")
+    rescue = next(e.step for e in p.events if e.kind == "rescue")
+    k = (alarm + rescue) // 2
+    child = tmp_path / f"inside_{mode}.jsonl"
+    tr, rec, _ = fork(EXAMPLE, k, {"steps": 200, "lr": 1e-7, "on_diverge": mode},
+                      record=child, headless=True)
+    assert tr.alarm is not None  # standing at the fork point
+    for _ in range(1000):
+        if tr.run_chunk() == 0:
+            break
+    tr.close()
+    c = load_recording(child)
+    answers = [(e.kind, e.name) for e in c.events if e.step == k and e.kind != "control"]
+    if mode == "rescue":
+        assert answers == [("rescue", "rescue")] and tr.alarm is None
+        assert tr.config.lr == 1e-7 and tr.step == k + 200
+        assert np.all(np.isfinite(c.data_loss[k:])) and c.data_loss[-1] < 3.0
+    elif mode == "stop":
+        assert answers == [("finish", "finish")] and tr.step == k
+        assert tr.summary()["diverged"] and c.summary["diverged"]
+    else:
+        assert answers == [] and tr.step == k + 200
+    assert verify(child).identical
+
+
 def test_fork_reproduces_the_parent_up_to_k(parent, tmp_path):
     k = 750  # after the alarm and rescue, before the reset
     child = tmp_path / "child.jsonl"
