@@ -408,8 +408,8 @@ class Trainer:
             self.alarm = None
             self._held_by_alarm = False
             self._emit(Event(self.step, "control", "reset", detail="W reset to a new random init"))
-        elif name == "rescue":
-            self._rescue()
+        elif name == "rescue":  # a value is a recorded rescue's lr (a fork at its step)
+            self._rescue(value if isinstance(value, (int, float)) else None)
         elif name == "answer_alarm":  # a fork going live with an alarm standing (verify.fork)
             if self.alarm is not None and not self._held_by_alarm:
                 self._react(self.alarm)

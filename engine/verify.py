@@ -326,7 +326,7 @@ def fork(path: str | os.PathLike, at: int, overrides: dict[str, Any] | None = No
         trainer.observers.append(recorder)
     for ev in rec.events:  # the parent's state at `at` (see above), recorded as the fork's
         if ev.step == at and ev.kind == "rescue":
-            trainer.send("rescue")
+            trainer.send("rescue", ev.value)  # the recorded lr, whatever rule made it
         elif ev.step == at and ev.kind == "control":
             trainer.send(ev.name, ev.value)
     if headless and overrides.get("on_diverge", trainer.config.on_diverge) == "pause":

@@ -219,6 +219,25 @@ def test_a_fork_inside_a_blow_up_answers_the_standing_alarm(mode, tmp_path):
     assert verify(child).identical
 
 
+def test_a_fork_at_a_rescue_takes_the_recorded_lr(parent, tmp_path):
+    """Recordings made before a rescue could go back to the healthy lr hold a tenth of the
+    blown-up rate: a fork at such a rescue starts from the recorded lr, not from what the
+    rule of the day would compute."""
+    lines = parent.read_text().splitlines()
+    for i, line in enumerate(lines):
+        o = json.loads(line)
+        if o.get("type") == "event" and o.get("kind") == "rescue":
+            k, recorded = o["step"], o["old"] / 10  # the old rule's value
+            assert o["value"] != recorded
+            o["value"] = recorded
+            lines[i] = json.dumps(o)
+    old_rule = tmp_path / "old_rule.jsonl"
+    old_rule.write_text("\n".join(lines) + "\n")
+    tr, _, _ = fork(old_rule, k, {"steps": 1}, headless=True)
+    tr.run_chunk()
+    assert tr.config.lr == recorded and tr.rescues == 1
+
+
 def test_fork_reproduces_the_parent_up_to_k(parent, tmp_path):
     k = 750  # after the alarm and rescue, before the reset
     child = tmp_path / "child.jsonl"
