@@ -430,10 +430,42 @@ def test_the_rescued_scale_follows_a_replay_seeking_back():
     h.append_steps(later, np.zeros_like(later))
     plot = LossPlot()
     plot.update_data(h.snapshot(), log_scale=False, smoothing=0.99)
-    assert plot._kept_max(h.snapshot()) == 50.0
+    spans = ((1000, 1010),)
+    assert plot._kept_max(h.snapshot(), spans) == 50.0
     h.truncate(1500)
     plot.update_data(h.snapshot(), log_scale=False, smoothing=0.99)
-    assert plot._kept_max(h.snapshot()) == pytest.approx(2.3)
+    assert plot._kept_max(h.snapshot(), spans) == pytest.approx(2.3)
+
+
+@pytest.mark.parametrize("with_events", [False, True])
+async def test_a_fork_before_its_parent_blew_up_keeps_a_readable_scale(with_events):
+    """A fork at step 900 of a parent that blew up at 1000 and was rescued at 1010: the
+    parent's overlay restarts its average at the rescue, and the steps the rescue threw
+    away do not set the linear scale (without the parent's events they do)."""
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield LossPlot(id="loss")
+
+    parent = rescued_history(True)
+    fork = History()
+    mine = np.linspace(2.3, 1.2, 2000)
+    fork.append_steps(mine, np.zeros_like(mine))
+    app = One()
+    async with app.run_test(size=(80, 20)) as pilot:
+        plot = app.query_one(LossPlot)
+        snap = parent.snapshot()
+        plot.set_parent(snap.loss, 900, snap.events if with_events else ())
+        plot.update_data(fork.snapshot(), log_scale=False, smoothing=0.99)
+        await pilot.pause()
+        lines = plot.render().plain.splitlines()
+        labels = [line.split("┤")[0].strip() for line in lines if "┤" in line]
+        top = max(float(label) for label in labels)
+        if with_events:
+            assert 2.0 <= top <= 2.4, labels
+            after = plot.parent_curve[1][1010 - 900:]
+            assert np.all(after < 2.0)  # the average restarted at the parent's rescue
+        else:  # the parent's average carries the blow-up and sets the scale
+            assert top >= 1e20, labels
 
 
 def test_rescued_spans_follow_alarms_answered_by_a_rescue():

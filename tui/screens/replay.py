@@ -65,7 +65,8 @@ class ReplayDashboard(Dashboard):
         parent = self.session.parent_history() if hasattr(self.session, "parent_history") else None
         if parent is not None:
             history, fork_step = parent
-            self.query_one("#loss-plot", LossPlot).set_parent(history.snapshot().loss, fork_step)
+            snap = history.snapshot()
+            self.query_one("#loss-plot", LossPlot).set_parent(snap.loss, fork_step, snap.events)
 
     def advance(self) -> None:
         """Advance playback by the wall time since the previous tick."""

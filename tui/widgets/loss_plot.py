@@ -250,13 +250,21 @@ class LossPlot(CachedPlot):
         self._kept: tuple[tuple[tuple[int, int], ...], int, float] = ((), 0, -math.inf)
         """(rescued spans, steps looked at, the largest finite loss of those steps outside
         the spans): kept up incrementally, like the summaries."""
+        self._parent_spans: tuple[tuple[int, int], ...] = ()
+        """The parent's steps that its rescues threw away (they do not set the scale)."""
 
-    def set_parent(self, loss: np.ndarray, fork_step: int) -> None:
-        """Overlay the parent run's smoothed loss from ``fork_step`` on (replay of a fork)."""
-        smoothed, _, _ = ema_extend(np.asarray(loss, dtype=np.float64), DEFAULT_SMOOTHING,
-                                    0.0, 0)
+    def set_parent(self, loss: np.ndarray, fork_step: int, events: Sequence[Any] = ()) -> None:
+        """Overlay the parent run's smoothed loss from ``fork_step`` on (replay of a fork).
+
+        ``events``: the parent's. Its smoothed loss starts afresh at its rescues, and the
+        steps its rescues threw away do not set the linear scale, as for the run itself (a
+        fork made before the parent blew up is the way to compare with that blow-up)."""
+        rescues = [e.step for e in events if e.kind == "rescue"]
+        smoothed = SmoothedCurve(DEFAULT_SMOOTHING).update(
+            np.asarray(loss, dtype=np.float64), rescues)
         steps = np.arange(smoothed.shape[0], dtype=np.float64)
         self.parent_curve = (steps[fork_step:], smoothed[fork_step:])
+        self._parent_spans = rescued_spans(events)
         self.mark_dirty()
 
     def update_data(self, snap: Snapshot, *, log_scale: bool, smoothing: float) -> None:
@@ -294,11 +302,14 @@ class LossPlot(CachedPlot):
         # On the linear axis, a blow-up that a rescue threw away runs off the top instead of
         # setting the scale. Its values are clipped a plot height above the top first:
         # plotext rasterizes a line dot by dot, even the part outside the limits.
-        cap = math.inf if log else self._kept_max(s)
-        if math.isfinite(cap):
+        spans = rescued_spans(s.events)
+        cap = math.inf
+        if not log and (spans or (parent is not None and self._parent_spans)):
+            cap = self._kept_max(s, spans)
             if parent is not None:
-                cap = max(cap, _finite_max(parent[1]))
-            cap = max(cap, _finite_max(yv[~_in_spans(xv, rescued_spans(s.events))]))
+                cap = max(cap, _finite_max(parent[1][~_in_spans(parent[0],
+                                                                 self._parent_spans)]))
+            cap = max(cap, _finite_max(yv[~_in_spans(xv, spans)]))
         top = cap + max(abs(cap), 1.0) if math.isfinite(cap) else math.inf
         all_y += _plot_envelope(plt, *self._raw_summary.decimated(s.loss, cols), cols, log,
                                 "gray", top)
@@ -334,14 +345,11 @@ class LossPlot(CachedPlot):
         canvas = width - max((len(label) for label in labels), default=6) - 3
         plt.title(self._title(s, scale, beta, canvas))
 
-    def _kept_max(self, s: Snapshot) -> float:
-        """The largest finite loss outside the stretches rescues threw away (the smoothed
-        loss, a weighted mean that starts afresh at each rescue, stays below it); +inf while
-        there are none. Only the steps added since the last frame are read, unless a new
-        rescue changed the stretches or the history got shorter (a replay seeking back)."""
-        spans = rescued_spans(s.events)
-        if not spans:
-            return math.inf
+    def _kept_max(self, s: Snapshot, spans: tuple[tuple[int, int], ...]) -> float:
+        """The largest finite loss outside the stretches rescues threw away (`spans`; the
+        smoothed loss, a weighted mean that starts afresh at each rescue, stays below it).
+        Only the steps added since the last frame are read, unless a new rescue changed
+        the stretches or the history got shorter (a replay seeking back)."""
         key, upto, best = self._kept
         end = min(s.steps, s.loss.shape[0])
         if key != spans or end < upto:  # a new rescue, or a replay seeking back
