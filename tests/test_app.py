@@ -517,8 +517,7 @@ async def test_q_while_loading_exits_at_once_and_what_loads_later_is_closed(repo
         await wait_for(pilot, lambda: not app.is_running, "the app to exit")
     assert app.return_code == 0 and app.loader_busy() and built == []
     release.set()
-    app._loader.join(10)
-    assert not app.loader_busy()
+    assert not app.loader_busy(wait=10)
     if reports_after:
         assert cancelled == [True] and built == [] and closed == []
     else:

@@ -117,8 +117,11 @@ class DescentApp(App[int]):
         self._loader = threading.Thread(target=self._load, name="descent-loader", daemon=True)
         self._loader.start()
 
-    def loader_busy(self) -> bool:
-        """The loader thread is still running (e.g. compiling after a quit)."""
+    def loader_busy(self, wait: float = 0.0) -> bool:
+        """The loader thread is still running (e.g. compiling after a quit), after waiting
+        up to ``wait`` seconds for it to end."""
+        if self._loader is not None and wait > 0:
+            self._loader.join(wait)
         return self._loader is not None and self._loader.is_alive()
 
     def _load(self) -> None:

@@ -475,10 +475,7 @@ def _leave_loader(app: Any, code: int) -> None:
     without it. No recording is open while kernels compile, and Numba writes each cache
     file whole (a temporary file, then a rename), so nothing is lost or left half-written:
     the next run compiles what is missing."""
-    loader = app._loader
-    if loader is not None:
-        loader.join(LOADER_GRACE_SECONDS)
-    if app.loader_busy():
+    if app.loader_busy(wait=LOADER_GRACE_SECONDS):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
