@@ -339,19 +339,20 @@ class Trainer:
         elif action == "stop":
             self._finish(f"diverged: {alarm.detail}")
 
-    def _rescue(self, lr: float | None = None) -> None:
+    def _rescue(self, lr: Any = None) -> None:
         """Restore the last healthy weights, lower lr, clear the alarm.
 
         The new lr is a tenth of the one that blew up, or the lr of the steps that led to
         the healthy weights if that is lower: after lr x10^4 (``>>>>``) one rescue
-        goes back to where the run was healthy instead of taking four. A re-run passes
-        the recorded value as ``lr``, so recordings made under another rule replay exactly.
+        goes back to where the run was healthy instead of taking four. A re-run (or a
+        fork at the rescue's step) passes the recorded value as ``lr``, so recordings made
+        under another rule replay exactly; anything but a finite lr > 0 is computed.
         """
         step0, w, healthy_lr = self._healthy
         self.W[...] = w
         old = self.config.lr
         assert old is not None
-        if lr is None or not (math.isfinite(lr) and lr > 0):
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
             lr = old / 10 if healthy_lr is None else min(old / 10, healthy_lr)
         self.config = self.config.replace(lr=lr)
         self.monitor.after_rescue()
@@ -383,7 +384,7 @@ class Trainer:
 
     def _apply_scripted(self, ev: Event) -> None:
         if ev.kind == "rescue":
-            self._rescue(ev.value if isinstance(ev.value, (int, float)) else None)
+            self._rescue(ev.value)
         elif ev.kind == "resume":
             self._resume_after_alarm()
         elif ev.kind == "control":
@@ -409,7 +410,7 @@ class Trainer:
             self._held_by_alarm = False
             self._emit(Event(self.step, "control", "reset", detail="W reset to a new random init"))
         elif name == "rescue":  # a value is a recorded rescue's lr (a fork at its step)
-            self._rescue(value if isinstance(value, (int, float)) else None)
+            self._rescue(value)
         elif name == "answer_alarm":  # a fork going live with an alarm standing (verify.fork)
             if self.alarm is not None and not self._held_by_alarm:
                 self._react(self.alarm)

@@ -23,6 +23,17 @@ QUIT_SECONDS = 15.0
 """Bound on quitting."""
 
 
+def _quit_with_q(term: Terminal) -> None:
+    """Press q: the process exits 0 within QUIT_SECONDS, leaving the alternate screen, with
+    no traceback."""
+    term.send("q")
+    status = term.wait(QUIT_SECONDS)
+    assert status == 0, (status, term.output[-2000:])
+    tail = term.output[term.output.rfind(b"\x1b[?1049h"):]
+    assert b"\x1b[?1049l" in tail, "the alternate screen was not left"
+    assert b"Traceback" not in term.output
+
+
 @pytest.mark.skipif(not DESCENT.exists() and shutil.which("descent") is None,
                     reason="descent is not installed in this environment")
 def test_descent_runs_in_a_terminal_takes_keys_and_quits_with_status_0():
@@ -36,12 +47,7 @@ def test_descent_runs_in_a_terminal_takes_keys_and_quits_with_status_0():
         assert term.read_until(b"PAUSED", 60.0), "space did not pause"
         term.send("+")  # lr ×2: the blobs default lr for softmax is 0.5
         assert term.read_until(b"1.00e+00", 60.0), "+ did not show the new lr"
-        term.send("q")
-        status = term.wait(QUIT_SECONDS)
-        assert status == 0, (status, term.output[-2000:])
-        tail = term.output[term.output.rfind(b"\x1b[?1049h"):]
-        assert b"\x1b[?1049l" in tail, "the alternate screen was not left"
-        assert b"Traceback" not in term.output
+        _quit_with_q(term)
     finally:
         term.kill()
 
@@ -87,11 +93,6 @@ def test_q_during_a_cold_compile_quits_without_waiting_for_it(tmp_path, monkeypa
     term = Terminal([exe, "train", "--data", "blobs", "--no-record"], cwd=ROOT)
     try:
         assert term.read_until(b"compiling kernels", START_SECONDS), term.output[-2000:]
-        term.send("q")
-        status = term.wait(QUIT_SECONDS)
-        assert status == 0, (status, term.output[-2000:])
-        tail = term.output[term.output.rfind(b"\x1b[?1049h"):]
-        assert b"\x1b[?1049l" in tail, "the alternate screen was not left"
-        assert b"Traceback" not in term.output
+        _quit_with_q(term)
     finally:
         term.kill()

@@ -459,8 +459,7 @@ def _run_dashboard(make_session: Callable[[Callable[[float, str], None]], Any]) 
     code = EXIT_OK if status is None else int(status)
     if sig.signum is not None:  # however the app's loop ended after the signal
         code = sig.exit_status
-    if app.loader_busy():
-        _leave_loader(app, code)
+    _leave_loader(app, code)
     return code
 
 
@@ -470,11 +469,12 @@ closes what it built) before it ends without it."""
 
 
 def _leave_loader(app: Any, code: int) -> None:
-    """The user quit while the session was loading: a Numba compile cannot be interrupted,
-    and Python would wait for it at exit. Give the loader a moment, then end the process
-    without it. No recording is open while kernels compile, and Numba writes each cache
-    file whole (a temporary file, then a rename), so nothing is lost or left half-written:
-    the next run compiles what is missing."""
+    """If the user quit while the session was loading, end the process without the loader
+    (after a moment for it to finish and close what it built). A Numba compile cannot be
+    interrupted, and finalizing the interpreter under a thread still inside LLVM is not
+    safe. No recording is open while kernels compile, and Numba writes each cache file
+    whole (a temporary file, then a rename), so nothing is lost or left half-written: the
+    next run compiles what is missing."""
     if app.loader_busy(wait=LOADER_GRACE_SECONDS):
         sys.stdout.flush()
         sys.stderr.flush()
