@@ -61,13 +61,14 @@ def make_app(ds: Any, *, paused: bool = True, **config: Any) -> tuple[DescentApp
     return DescentApp(make_session, frozen_clock=True), made
 
 
-async def started(pilot: Any, app: DescentApp) -> LiveDashboard:
+async def started(pilot: Any, app: DescentApp, kind: type = LiveDashboard) -> Any:
     # loading may compile (or load cached) Numba kernels: allow up to 60 s; then wait for
-    # the dashboard's widgets, which are mounted a moment after the screen switch
-    await wait_for(pilot, lambda: isinstance(app.screen, LiveDashboard)
+    # the dashboard's widgets, which are mounted a moment after the screen switch (the
+    # screen is app.screen before they are)
+    await wait_for(pilot, lambda: isinstance(app.screen, kind)
                    and bool(app.screen.query("#loss-plot")) and bool(app.screen.query("#log")),
                    "the dashboard", 3000)
-    assert isinstance(app.screen, LiveDashboard)
+    assert isinstance(app.screen, kind)
     return app.screen
 
 
@@ -606,8 +607,7 @@ async def test_replay_keys_seek_and_jump_and_training_keys_are_inactive(recordin
     replayer = Replayer(recording)
     app = DescentApp(lambda progress: replayer, frozen_clock=True)  # frozen: no playback
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, ReplayDashboard), "replay")
-        screen = app.screen
+        screen = await started(pilot, app, ReplayDashboard)
         status = screen.query_one("#status", StatusBar)
         await pilot.press("end")
         assert replayer.position == 1000 and "step 1000/1000" in status.plain
@@ -669,8 +669,7 @@ async def test_replay_of_a_fork_overlays_the_parent_curve(tmp_path):
     trainer.close()
     app = DescentApp(lambda progress: Replayer(child))
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, ReplayDashboard), "replay")
-        plot = app.screen.query_one("#loss-plot", LossPlot)
+        plot = (await started(pilot, app, ReplayDashboard)).query_one("#loss-plot", LossPlot)
         assert plot.parent_curve is not None and plot.parent_curve[0][0] == 500
         await pilot.press("end")
         await wait_for(pilot, lambda: "parent@500" in plot._title(
