@@ -15,6 +15,9 @@ is the median of the rounds' ratios, since the machine's speed drifts between ro
 - The flop bound: 4·B·D·C flops per step at the sgemm peak measured in this run.
 - Full-batch GD on all 49000 rows against the time to stream X once (a BLAS sgemv), and
   its flop bound (4·N·D·C flops at the sgemm peak) in the same units.
+- A GD-shaped probe: X read once the way the block kernels read it, with GD's 20 FMAs per
+  64-byte line on registers and nothing else; with its streaming and its arithmetic timed
+  alone, it says how far this machine overlaps the two, and so what a GD step could take.
 - Random-search proposals/s (the current W and a candidate scored on the same batch).
 - Cold and warm Numba compile times, each in a fresh subprocess (cold: empty cache dir).
 
@@ -39,10 +42,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
+from numba import njit, prange
 
 from engine import kernels, optim
 from engine.data import aligned_rows
+from engine.simd import LANES, vfma, vload, vsplat, vsum
 
 N_ROWS, DIMS, CLASSES = 49_000, 3073, 10
 BATCHES = (32, 128, 256, 1024)
@@ -318,6 +324,128 @@ def section_gd(ctx: Context) -> list[Row]:
     return rows
 
 
+# ------------------------------------------------------------------ GD's ceiling here
+PROBE_FMAS = 20
+"""Vector FMAs per 64-byte line of X in the GD probe, as many as a GD step does (each 16
+floats of a row meet 10 classes' weights in the scores and 10 coefficients in the
+gradient)."""
+PROBE_WINDOW = 128
+"""Rows each part of the probe's arithmetic-only run cycles over (1.5 MB of CIFAR rows,
+which stay in that core's L2)."""
+
+
+@njit(cache=True, nogil=True, fastmath=kernels.FASTMATH)
+def _probe_part(X, dims, lo, hi, window, rounds):
+    """Read rows lo..hi-1 of X (their first dims floats) the way the block kernels do, 4
+    rows at a time over tiles of DIM_TILE dims (the i-th row read is row lo + (i - lo) % window), each whole 64-byte
+    vector once, and do 4 * rounds FMAs on each into 16 register accumulators (rounds = 0:
+    one add). Nothing else touches memory: GD's streaming and arithmetic, nothing more.
+    Returns the sum of the accumulators' lanes."""
+    one = vsplat(1.0)
+    a0 = vsplat(0.0)
+    a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = a9 = a10 = a11 = a12 = a13 = a14 = a15 = a0
+    dv = dims - dims % LANES
+    for i in range(lo, hi, 4):
+        if i + 4 > hi:  # the last rows, one at a time
+            for j in range(i, hi):
+                x = X[lo + (j - lo) % window]
+                for d in range(0, dv, LANES):
+                    e = vload(x, d)
+                    a0 = vfma(e, one, a0)
+                    for _ in range(4 * rounds - 1):
+                        a1 = vfma(e, one, a1)
+            break
+        x0 = X[lo + (i - lo) % window]
+        x1 = X[lo + (i + 1 - lo) % window]
+        x2 = X[lo + (i + 2 - lo) % window]
+        x3 = X[lo + (i + 3 - lo) % window]
+        for t0 in range(0, dv, kernels.DIM_TILE):
+            for d in range(t0, min(t0 + kernels.DIM_TILE, dv), LANES):
+                e0 = vload(x0, d)
+                e1 = vload(x1, d)
+                e2 = vload(x2, d)
+                e3 = vload(x3, d)
+                if rounds == 0:
+                    a0 = vfma(e0, one, a0)
+                    a1 = vfma(e1, one, a1)
+                    a2 = vfma(e2, one, a2)
+                    a3 = vfma(e3, one, a3)
+                for _ in range(rounds):
+                    a0 = vfma(e0, one, a0)
+                    a1 = vfma(e1, one, a1)
+                    a2 = vfma(e2, one, a2)
+                    a3 = vfma(e3, one, a3)
+                    a4 = vfma(e0, one, a4)
+                    a5 = vfma(e1, one, a5)
+                    a6 = vfma(e2, one, a6)
+                    a7 = vfma(e3, one, a7)
+                    a8 = vfma(e0, one, a8)
+                    a9 = vfma(e1, one, a9)
+                    a10 = vfma(e2, one, a10)
+                    a11 = vfma(e3, one, a11)
+                    a12 = vfma(e0, one, a12)
+                    a13 = vfma(e1, one, a13)
+                    a14 = vfma(e2, one, a14)
+                    a15 = vfma(e3, one, a15)
+    return (vsum(a0) + vsum(a1) + vsum(a2) + vsum(a3) + vsum(a4) + vsum(a5) + vsum(a6)
+            + vsum(a7) + vsum(a8) + vsum(a9) + vsum(a10) + vsum(a11) + vsum(a12)
+            + vsum(a13) + vsum(a14) + vsum(a15))
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _probe(X, dims, window, rounds, nparts, out):
+    """:func:`_probe_part` over nparts contiguous parts of X's rows, in parallel."""
+    n = X.shape[0]
+    for p in prange(nparts):
+        lo, hi = (n * p) // nparts, (n * (p + 1)) // nparts
+        out[p] = _probe_part(X, dims, lo, hi, max(1, min(window, hi - lo)), rounds)
+
+
+def overlap(stream_ms: float, arith_ms: float, both_ms: float) -> float:
+    """How much of the shorter of two activities hid under the other when run together:
+    1 when the pair took as long as the longer alone, 0 when it took their sum."""
+    return (stream_ms + arith_ms - both_ms) / min(stream_ms, arith_ms)
+
+
+def section_probe(ctx: Context) -> list[Row]:
+    """What a GD step could take on this machine: a probe kernel reads X once as the block
+    kernels do, with GD's FMAs per byte on registers and nothing else (no weights, no
+    losses, no gradient stores). Timed together with the same probe on cache-resident rows
+    (its arithmetic alone), without the FMAs (its streaming alone) and the sgemv the GD
+    rows call the time to stream X."""
+    X = kernels._row_span(ctx.X)  # the rows over their padded stride, as the kernels read X
+    out = np.zeros(kernels.NPART, np.float32)
+    v = np.ones(ctx.X.shape[1], np.float32)
+
+    def probe(window: int, rounds: int) -> Callable[[], int]:
+        def job() -> None:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+            _probe(X, ctx.X.shape[1], window, rounds, kernels.NPART, out)
+
+        def run() -> int:
+            kernels._KERNEL_THREAD.call(job)  # where the engine's parallel calls run
+            return 1
+
+        return run
+
+    def sgemv() -> int:
+        ctx.X @ v
+        return 1
+
+    fns = [probe(X.shape[0], PROBE_FMAS // 4), probe(X.shape[0], 0),
+           probe(PROBE_WINDOW, PROBE_FMAS // 4), sgemv]
+    for fn in fns:
+        fn()
+    t_both, t_stream, t_arith, t_sgemv = (1e3 / r for r in ctx.timed(fns))
+    # Each round's overlap from its own runs (close in time), then the median.
+    rounds_overlap = statistics.median(
+        overlap(1e3 / s, 1e3 / a, 1e3 / b) for b, s, a, _ in zip(*ctx.rates, strict=True))
+    return [(f"gd-shaped probe N={N_ROWS}", f"{t_both:.1f} ms/pass", "", "",
+             f"{ctx.pair_ratio(3, 0):.2f}x the time to stream X once ({t_sgemv:.1f} ms "
+             f"sgemv); alone: its streaming {t_stream:.1f} ms, its {PROBE_FMAS} FMA/line "
+             f"{t_arith:.1f} ms (rows in L2), overlapped {rounds_overlap:.0%}")]
+
+
 def section_random(ctx: Context) -> list[Row]:
     X, y = ctx.X, ctx.y
     B = 256
@@ -374,6 +502,7 @@ def section_compile(ctx: Context) -> list[Row]:
 
 
 BUILTIN = [("minibatch SGD", section_sgd), ("full-batch gradient descent", section_gd),
+           ("a gd-shaped probe: streaming and FMAs only", section_probe),
            ("random search", section_random), ("compile", section_compile)]
 """The built-in sections, in print order."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.bench import Context, flop_bound_ms
+from engine.bench import Context, flop_bound_ms, overlap
 
 
 def _ctx(repeats: int = 3) -> Context:
@@ -48,3 +48,28 @@ def test_flop_bound_counts_scores_and_gradient_at_the_peak():
     assert abs(flop_bound_ms(49_000, 3073, 10, 176.0) - 34.22) < 0.01
     assert flop_bound_ms(49_000, 3073, 10, 352.0) == flop_bound_ms(49_000, 3073, 10, 176.0) / 2
     assert flop_bound_ms(256, 3073, 10, 176.0) == pytest.approx(1e3 * 4 * 256 * 3073 * 10 / 176e9)
+
+
+def test_overlap_is_one_when_hidden_and_zero_when_serial():
+    assert overlap(30.0, 20.0, 30.0) == 1.0  # the arithmetic hid under the stream
+    assert overlap(30.0, 20.0, 50.0) == 0.0  # one after the other
+    assert overlap(30.0, 20.0, 40.0) == 0.5
+    assert overlap(30.0, 20.0, 60.0) < 0  # together slower than one after the other
+
+
+def test_probe_reads_each_vector_of_its_rows_once_and_does_its_fmas():
+    from engine.bench import _probe
+
+    X = np.zeros((14, 40), np.float32)  # 2 whole vectors a row; the last 8 dims not read
+    X[:, :32] = 1.0
+    X[5, :32] = 3.0
+    vec = 16 * 2  # lanes of a row's whole vectors
+    out = np.zeros(2, np.float32)
+    _probe(X, 40, 14, 0, 2, out)  # rows 0-6 and 7-13 (4 at a time, then 3 one by one), one add
+    assert out.tolist() == [vec * 6 + vec * 3, vec * 7]
+    _probe(X, 40, 14, 5, 2, out)  # 4 x 5 FMAs a vector
+    assert out.tolist() == [20 * (vec * 6 + vec * 3), 20 * vec * 7]
+    _probe(X, 40, 2, 0, 2, out)  # window 2: rows 0,1,0,1,... and 7,8,7,8,...
+    assert out.tolist() == [vec * 7, vec * 7]
+    _probe(X, 16, 14, 0, 2, out)  # only the first 16 dims: one vector a row
+    assert out.tolist() == [16 * 6 + 16 * 3, 16 * 7]
