@@ -337,10 +337,11 @@ which stay in that core's L2)."""
 @njit(cache=True, nogil=True, fastmath=kernels.FASTMATH)
 def _probe_part(X, dims, lo, hi, window, rounds):
     """Read rows lo..hi-1 of X (their first dims floats) the way the block kernels do, 4
-    rows at a time over tiles of DIM_TILE dims (the i-th row read is row lo + (i - lo) % window), each whole 64-byte
-    vector once, and do 4 * rounds FMAs on each into 16 register accumulators (rounds = 0:
-    one add). Nothing else touches memory: GD's streaming and arithmetic, nothing more.
-    Returns the sum of the accumulators' lanes."""
+    rows at a time over tiles of DIM_TILE dims (the i-th row read is row
+    lo + (i - lo) % window), each whole 64-byte vector once, and do 4 * rounds FMAs on
+    each into 16 register accumulators (rounds = 0: one add). Nothing else touches
+    memory: GD's streaming and arithmetic, nothing more. Returns the sum of the
+    accumulators' lanes."""
     one = vsplat(1.0)
     a0 = vsplat(0.0)
     a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = a9 = a10 = a11 = a12 = a13 = a14 = a15 = a0
