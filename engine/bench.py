@@ -420,7 +420,7 @@ def section_probe(ctx: Context) -> list[Row]:
 
     def probe(window: int, rounds: int) -> Callable[[], int]:
         def job() -> None:
-            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+            numba.set_num_threads(kernels.threads_in_use("probe"))  # all, or --threads
             _probe(X, ctx.X.shape[1], window, rounds, kernels.NPART, out)
 
         def run() -> int:
