@@ -87,6 +87,16 @@ def test_help_lists_every_subcommand():
         assert sub in r.stdout
 
 
+@pytest.mark.parametrize("flag", ["--repeats", "--threads"])
+def test_bench_rejects_zero_in_one_line_before_measuring(flag):
+    # 0 used to be taken for "not given": a full four-minute bench at the defaults ran.
+    r = descent("bench", flag, "0", "--no-compile", timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "descent bench: --repeats and --threads must be at least 1"]
+    assert r.stdout == ""
+
+
 def test_eval_test_reports_the_held_out_test_set_only_when_asked():
     base = ("train", "--headless", "--steps", "50", "--json", "--data", "synthetic:1200",
             "--no-record")

@@ -558,9 +558,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     bench.add_section("start-up (real command in a pty)", bench_ui.bench_startup)
     bench.add_section("datasets", bench_ui.bench_data)
     argv = ["--no-compile"] if args.no_compile else []
-    if args.repeats:
+    if args.repeats is not None:  # 0 too: bench.main rejects it in one line
         argv += ["--repeats", str(args.repeats)]
-    if args.threads:
+    if args.threads is not None:
         argv += ["--threads", str(args.threads)]
     return int(bench.main(argv))
 
