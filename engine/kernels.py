@@ -45,18 +45,21 @@ between proposals):
   row is read from DRAM by one core only (with the block kernels the dim split measured
   5-30% slower from 128 rows up, 27-38% faster below).
 - No ``X[idx]`` copy is made and an SVM row with every margin met costs no gradient pass.
-  There is no software prefetch: the hardware prefetchers follow each row, and prefetching
-  the next block into L2 measured 5-17% slower, whether issued while the current block is
-  scored or while its gradient is added (earlier kernels: 20-40%), and so did touching two
-  lines of each 4 KiB page of the next block to start the L2 streamer (7-14%); one
-  prefetch per inner iteration of the gradient (384 or 768 lines of the next block a
-  block, in the order they are scored) gave 0.96-0.99x on GD; interleaving one block's
-  scores with the previous block's gradient, tile by tile, prefetching a block's rows into
-  L1 during its gradient, and adding the gradient's tiles in reverse order (so the
-  last-scored tiles are still in L1) were no faster either. One core streams at about
-  13 GB/s here, about what 16 line fill buffers allow at DRAM latency (this VM has no
-  performance counters to confirm it), and its gradient's L1 misses would need the same
-  buffers. In the dims split, one barrier a step instead of two (each member computing
+  Software prefetch: every inner iteration of the 4-row passes prefetches one 64-byte
+  line of the next block's rows into L2 (``prefetcht1``), at the dims it is working on,
+  so the scores sweep covers the next block's first 4 rows and the gradient sweep the
+  other 4; a pass's last block prefetches the next step's first rows (:func:`_next_rows`).
+  DRAM then stays busy while a block's gradient is added, when the hardware prefetchers,
+  which follow each row only within its 4 KiB pages, had nothing left to fetch. Measured
+  in-process (rotating order, a pause before each run; A/A pairs 0.93-1.09x), it made GD
+  and SGD at B=32, 128 and 256 1.06x as fast (median over 14 comparisons, 0.98-1.13x).
+  Earlier A/B runs had found such prefetches 2-40% slower; the script behind the latest
+  of them ran the new kernel right after numpy's sgemv in every round, whose OpenBLAS
+  threads busy-wait for about 0.1 s (a GD step right after an sgemv took 126 ms, after a
+  pause 66 ms); the older ones were not re-run. Interleaving one block's
+  scores with the previous block's gradient, tile by tile, or scoring block k+1 before
+  adding block k's gradient, were no faster measured that fair way (0.87-1.03x).
+  In the dims split, one barrier a step instead of two (each member computing
   every row's coefficients itself, the partial scores double-buffered) gave the same bits
   and was no faster (0.88-1.07x). W, the accumulators and the scratch start on cache
   lines (a 64-byte vector that straddles two lines costs two loads). Results are
@@ -110,7 +113,7 @@ from engine.atomics import (
     sleep_us,
     store_release,
 )
-from engine.simd import LANES, WIDE, vfma, vload, vsplat, vstore, vsum
+from engine.simd import LANES, WIDE, vfma, vload, vprefetch, vsplat, vstore, vsum
 
 SVM = 0
 """Loss kind of the multiclass SVM (hinge, delta = 1)."""
@@ -419,10 +422,13 @@ DIM_TILE = 256
 
 
 @njit(**_JIT)
-def _scores_block(X, rows, r0, nb, Wt, DP, dlo, dhi, C, P, S, o):
+def _scores_block(X, rows, r0, nb, Wt, DP, dlo, dhi, C, P, S, o, NX):
     """Scores of rows[r0:r0+nb] over dims [dlo, dhi) into S[o:o+nb, :C] (float64).
 
-    P: float32 scratch of at least nb*C*LANES, on a cache line.
+    P: float32 scratch of at least nb*C*LANES, on a cache line. NX: the rows to prefetch
+    into L2 meanwhile (the next block's; not empty): each inner iteration of a 4-row pass
+    prefetches the line of one of them at the dims it is scoring, so one block's passes
+    over the tiles cover the first 4 of them over [dlo, dhi) (the gradient the next 4).
     """
     dv = dhi - (dhi - dlo) % LANES
     for k in range(nb * C * LANES):
@@ -442,6 +448,7 @@ def _scores_block(X, rows, r0, nb, Wt, DP, dlo, dhi, C, P, S, o):
             x2 = X[rows[r0 + k + 2]]
             x3 = X[rows[r0 + k + 3]]
             for c in range(0, c5, 5):
+                xp = X[NX[((k // 4) * 2 + c // 5) % NX.shape[0]]]
                 p0 = (k * C + c) * L
                 p1 = p0 + C * L
                 p2 = p1 + C * L
@@ -472,6 +479,7 @@ def _scores_block(X, rows, r0, nb, Wt, DP, dlo, dhi, C, P, S, o):
                 w3 = w2 + DP
                 w4 = w3 + DP
                 for d in range(t0, t1, L):
+                    vprefetch(xp, d)
                     e0 = vload(x0, d)
                     e1 = vload(x1, d)
                     e2 = vload(x2, d)
@@ -583,8 +591,9 @@ def _scores_row(x, Wt, DP, t0, t1, C, P, p):
 
 
 @njit(**_JIT)
-def _accum_block(X, brow, nb, G, acc, DP, dlo, dhi, C):
-    """acc[c, dlo:dhi] += sum over k < nb of G[k, c] * X[brow[k], dlo:dhi] (acc flat (C, DP)).
+def _accum_block(X, brow, nb, G, acc, DP, dlo, dhi, C, NX):
+    """acc[c, dlo:dhi] += sum over k < nb of G[k, c] * X[brow[k], dlo:dhi] (acc flat (C, DP)),
+    prefetching rows NX[4:8] (modulo its length) as :func:`_scores_block` does NX[0:4].
 
     Rows are added in order k = 0, 1, ... to each element (one rounding per FMA), so the
     result depends on the rows' order only, not on tiles or threads."""
@@ -609,6 +618,7 @@ def _accum_block(X, brow, nb, G, acc, DP, dlo, dhi, C):
             x2 = X[brow[k + 2]]
             x3 = X[brow[k + 3]]
             for c in range(0, c5, 5):
+                xp = X[NX[(4 + (k // 4) * 2 + c // 5) % NX.shape[0]]]
                 g00 = vsplat(G[k, c])
                 g01 = vsplat(G[k + 1, c])
                 g02 = vsplat(G[k + 2, c])
@@ -635,6 +645,7 @@ def _accum_block(X, brow, nb, G, acc, DP, dlo, dhi, C):
                 w3 = w2 + DP
                 w4 = w3 + DP
                 for d in range(t0, t1, L):
+                    vprefetch(xp, d)
                     e0 = vload(x0, d)
                     e1 = vload(x1, d)
                     e2 = vload(x2, d)
@@ -749,13 +760,15 @@ def _dedge(D, nparts, p):
 
 
 @njit(**_JIT)
-def _phase_scores(X, rows, Wt, DP, dlo, dhi, C, P, S):
+def _phase_scores(X, rows, Wt, DP, dlo, dhi, C, P, S, after):
     """Partial scores over dims [dlo, dhi) of all the batch's rows into S[:B, :C], a block
-    of BLOCK_ROWS rows at a time (P: the block kernel's scratch)."""
+    of BLOCK_ROWS rows at a time (P: the block kernel's scratch). Each block prefetches
+    the next one's rows, the last block the rows `after` (see _scores_block)."""
     B = rows.shape[0]
     for b0 in range(0, B, BLOCK_ROWS):
         nb = min(BLOCK_ROWS, B - b0)
-        _scores_block(X, rows, b0, nb, Wt, DP, dlo, dhi, C, P, S, b0)
+        _scores_block(X, rows, b0, nb, Wt, DP, dlo, dhi, C, P, S, b0,
+                      _next_rows(rows, b0 + BLOCK_ROWS, B, after))
 
 
 @njit(**_JIT)
@@ -780,13 +793,24 @@ def _phase_loss(y, rows, PS, p, C, loss_kind, scale, G, s, g):
 
 
 @njit(**_JIT)
-def _phase_grad(X, rows, G, acc, DP, dlo, dhi, C, brow, GB):
-    """acc[:, dlo:dhi] += the rows' xᵀG over [dlo, dhi).
+def _phase_grad(X, rows, G, acc, DP, dlo, dhi, C, brow, GB, after):
+    """acc[:, dlo:dhi] += the rows' xᵀG over [dlo, dhi), prefetching the rows `after`.
 
     Rows whose coefficients are all zero (an SVM row with every margin met) are left out:
     the others' indices and coefficients are packed into brow and GB first."""
     nb = _pack_rows(rows, G, C, brow, GB)
-    _accum_block(X, brow, nb, GB, acc, DP, dlo, dhi, C)
+    _accum_block(X, brow, nb, GB, acc, DP, dlo, dhi, C, after)
+
+
+@njit(**_JIT)
+def _next_rows(rows, r, hi, after):
+    """The rows a block kernel prefetches: the block from rows[r] (not past hi), else
+    the first block of `after` (the next step's), else rows[hi - 1] alone (never empty)."""
+    if r < hi:
+        return rows[r:min(r + BLOCK_ROWS, hi)]
+    if after.shape[0] > 0:
+        return after[:BLOCK_ROWS]
+    return rows[hi - 1:hi]
 
 
 @njit(**_JIT)
@@ -918,6 +942,7 @@ def _member(m, team, X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, updat
     k = 0
     for step in range(n_steps):
         rows = idx[step % idx.shape[0]]
+        after = idx[(step + 1) % idx.shape[0]]
         scale = 1.0 / B
         for p in range(m, nparts, team):
             dlo, dhi = _dedge(D, nparts, p), _dedge(D, nparts, p + 1)
@@ -925,7 +950,7 @@ def _member(m, team, X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, updat
             for c in range(C):
                 sq += _sumsq(Wt[c * DP + dlo:c * DP + dhi])
             sq_parts[step, p] = sq
-            _phase_scores(X, rows, Wt, DP, dlo, dhi, C, P, PS[p])
+            _phase_scores(X, rows, Wt, DP, dlo, dhi, C, P, PS[p], after)
         k += 1
         _barrier(sync, m, team, k)
         for p in range(m, nparts, team):
@@ -934,13 +959,14 @@ def _member(m, team, X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, updat
         _barrier(sync, m, team, k)
         for p in range(m, nparts, team):
             dlo, dhi = _dedge(D, nparts, p), _dedge(D, nparts, p + 1)
-            _phase_grad(X, rows, G, acc[p], DP, dlo, dhi, C, brow, GB)
+            _phase_grad(X, rows, G, acc[p], DP, dlo, dhi, C, brow, GB,
+                        after[BLOCK_ROWS:2 * BLOCK_ROWS] if B > BLOCK_ROWS else after)
             _phase_apply(acc[p], Wt, DP, dlo, dhi, C, lr32, two_reg, update, grad_out)
 
 
 @njit(**_JIT)
 def _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, groups, loss_kind, scale, acc, want_grad,
-               pred, losses):
+               pred, losses, after):
     """Loss (and gradient into acc) of rows[lo:hi] over all D dims, for `groups` weight
     matrices at once: the row split of large batches, and the loss-only passes.
 
@@ -966,7 +992,8 @@ def _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, groups, loss_kind, scale, acc, 
     keep_pred = pred.shape[0] > 0
     for r in range(lo, hi, BLOCK_ROWS):
         nb = min(BLOCK_ROWS, hi - r)
-        _scores_block(X, rows, r, nb, Wt, DP, zero, D, GC, P, S, zero)
+        nx = _next_rows(rows, r + BLOCK_ROWS, hi, after)
+        _scores_block(X, rows, r, nb, Wt, DP, zero, D, GC, P, S, zero, nx)
         for k in range(nb):
             i = rows[r + k]
             yi = y[i]
@@ -984,7 +1011,7 @@ def _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, groups, loss_kind, scale, acc, 
         if want_grad:
             n = _pack_rows(rows[r:r + nb], G, C, brow, GB)
             if n > 0:
-                _accum_block(X, brow, n, GB, acc, DP, zero, D, C)
+                _accum_block(X, brow, n, GB, acc, DP, zero, D, C, nx)
     return correct
 
 
@@ -1078,7 +1105,7 @@ def _steps_rows(X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, update, ou
         for p in prange(nparts):
             lo, hi = _bounds(B, nparts, p)
             _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, 1, loss_kind, scale, acc[p], True,
-                       no_pred, part_loss[p])
+                       no_pred, part_loss[p], idx[(s + 1) % idx.shape[0], lo:hi])
             klo, khi = _bounds(size, nparts, p)
             part_sq[p, 0] = _sumsq(Wt[klo:khi])
         data = 0.0
@@ -1105,7 +1132,7 @@ def _forward(X, y, rows, Wt, DP, D, C, groups, loss_kind, nparts, pred, losses):
     for p in prange(nparts):
         lo, hi = _bounds(B, nparts, p)
         part_correct[p, 0] = _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, groups, loss_kind,
-                                        1.0, dummy, False, pred, part_loss[p])
+                                        1.0, dummy, False, pred, part_loss[p], rows[:0])
     correct = 0
     for k in range(groups):
         losses[k] = 0.0

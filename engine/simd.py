@@ -155,3 +155,22 @@ def vsum(typingctx, v):
         return builder.extract_element(x, ir.Constant(_I32, 0))
 
     return types.float32(v), codegen
+
+
+@intrinsic
+def vprefetch(typingctx, arr, i):
+    """Hint the line holding arr[i] into L2 (``prefetcht1``); no fault, no effect on results."""
+    if not _f32_1d(arr) or not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        p = _pointer(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+        i8p = ir.IntType(8).as_pointer()
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, _I32, _I32, _I32]),
+            "llvm.prefetch")
+        builder.call(fn, [builder.bitcast(p, i8p), ir.Constant(_I32, 0), ir.Constant(_I32, 2),
+                          ir.Constant(_I32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, i), codegen

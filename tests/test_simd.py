@@ -7,7 +7,7 @@ import pytest
 from numba import njit
 
 from engine import kernels
-from engine.simd import LANES, vfma, vload, vsplat, vstore, vsum
+from engine.simd import LANES, vfma, vload, vprefetch, vsplat, vstore, vsum
 
 L = LANES
 
@@ -68,7 +68,7 @@ def test_scores_block_matches_numpy(D, C, nb):
         if dlo >= dhi:
             continue
         S = np.full((nb + 2, C), np.nan)
-        kernels._scores_block(X, rows, 3, nb, Wt, DP, dlo, dhi, C, P, S, 1)
+        kernels._scores_block(X, rows, 3, nb, Wt, DP, dlo, dhi, C, P, S, 1, rows[30:])
         expected = X[rows[3:3 + nb], dlo:dhi].astype(np.float64) @ W[dlo:dhi]
         assert np.isnan(S[0]).all() and np.isnan(S[nb + 1]).all()  # only S[o:o+nb] written
         np.testing.assert_allclose(S[1:nb + 1], expected, rtol=0, atol=1e-5 * np.sqrt(D) * 4)
@@ -89,7 +89,7 @@ def test_accum_block_matches_numpy(D, C, nb):
         start = rng.standard_normal((C, DP)).astype(np.float32)
         acc = kernels._aligned_zeros(1, C * DP)[0]
         acc[:] = start.reshape(-1)
-        kernels._accum_block(X, brow, nb, G, acc, DP, dlo, dhi, C)
+        kernels._accum_block(X, brow, nb, G, acc, DP, dlo, dhi, C, brow[::-1])
         got = acc.reshape(C, DP)
         expected = start.astype(np.float64)
         expected[:, dlo:dhi] += (X[brow, dlo:dhi].astype(np.float64).T @ G).T
@@ -110,11 +110,64 @@ def test_accum_block_adds_rows_in_their_order_whatever_the_tiling(monkeypatch):
     brow = np.arange(nb)
     DP = kernels.padded_dim(D)
     whole = kernels._aligned_zeros(1, C * DP)[0]
-    kernels._accum_block(X, brow, nb, G, whole, DP, 0, D, C)
+    kernels._accum_block(X, brow, nb, G, whole, DP, 0, D, C, brow)
     pieces = kernels._aligned_zeros(1, C * DP)[0]
     for lo, hi in ((0, 400), (400, 2000), (2000, D)):  # not on tile edges
-        kernels._accum_block(X, brow, nb, G, pieces, DP, lo, hi, C)
+        kernels._accum_block(X, brow, nb, G, pieces, DP, lo, hi, C, brow[:1])
     assert np.array_equal(whole, pieces)
+
+
+@njit(cache=True, nogil=True)
+def _prefetch_sum(a):
+    total = np.float32(0.0)
+    for i in range(0, a.shape[0], L):
+        vprefetch(a, i)
+        total += vsum(vload(a, i))
+    return total
+
+
+def test_vprefetch_is_a_prefetch_to_l2_and_changes_nothing():
+    a = np.arange(4 * L, dtype=np.float32)
+    before = a.copy()
+    assert _prefetch_sum(a) == np.float32(a.sum())
+    assert np.array_equal(a, before)
+    asm = "".join(_prefetch_sum.inspect_asm().values())
+    assert "prefetcht1" in asm  # locality 2: into L2, as the block kernels want
+
+
+def test_prefetched_rows_never_change_the_bits():
+    # The block kernels prefetch whichever rows they are handed (the next block's): any
+    # choice gives the same scores and gradient, bit for bit.
+    rng = np.random.default_rng(3)
+    D, C, nb = 600, 10, 8
+    X = rng.standard_normal((40, D)).astype(np.float32)
+    W = rng.standard_normal((D, C)).astype(np.float32)
+    G = rng.standard_normal((nb, C)).astype(np.float32)
+    DP = kernels.padded_dim(D)
+    Wt = kernels._to_t(W, DP)
+    rows = rng.integers(0, 40, 40)
+    P = kernels._aligned_f32(nb * C * LANES)
+    results = []
+    for nx in (rows[8:16], rows[39:], rows[:3]):
+        S = np.empty((nb, C))
+        kernels._scores_block(X, rows, 0, nb, Wt, DP, 0, D, C, P, S, 0, nx)
+        acc = kernels._aligned_zeros(1, C * DP)[0]
+        kernels._accum_block(X, rows, nb, G, acc, DP, 0, D, C, nx)
+        results.append((S.copy(), acc.copy()))
+    for S, acc in results[1:]:
+        assert np.array_equal(S, results[0][0]) and np.array_equal(acc, results[0][1])
+
+
+def test_next_rows_is_the_next_block_then_the_next_steps_rows():
+    rows = np.arange(100, 120)
+    after = np.arange(500, 530)
+    B = kernels.BLOCK_ROWS
+    assert list(kernels._next_rows(rows, 0, 20, after)) == list(range(100, 100 + B))
+    assert list(kernels._next_rows(rows, 16, 20, after)) == [116, 117, 118, 119]  # not past hi
+    assert list(kernels._next_rows(rows, 16, 18, after)) == [116, 117]
+    assert list(kernels._next_rows(rows, 20, 20, after)) == list(range(500, 500 + B))
+    assert list(kernels._next_rows(rows, 20, 20, after[:3])) == [500, 501, 502]
+    assert list(kernels._next_rows(rows, 24, 20, after[:0])) == [119]  # never empty
 
 
 def test_aligned_buffers_start_on_cache_lines():
@@ -141,9 +194,9 @@ DP = kernels.padded_dim(D)
 rows = np.arange(nb)
 P = kernels._aligned_f32(nb * C * simd.LANES)
 S = np.zeros((nb, C))
-kernels._scores_block(X, rows, 0, nb, kernels._to_t(W, DP), DP, 0, D, C, P, S, 0)
+kernels._scores_block(X, rows, 0, nb, kernels._to_t(W, DP), DP, 0, D, C, P, S, 0, rows)
 acc = kernels._aligned_zeros(1, C * DP)[0]
-kernels._accum_block(X, rows, nb, G, acc, DP, 0, D, C)
+kernels._accum_block(X, rows, nb, G, acc, DP, 0, D, C, rows)
 sys.stdout.write(f"{simd.WIDE} {S.tobytes().hex()} {acc.tobytes().hex()}")
 """
 
