@@ -427,8 +427,10 @@ def _scores_block(X, rows, r0, nb, Wt, DP, dlo, dhi, C, P, S, o, NX):
 
     P: float32 scratch of at least nb*C*LANES, on a cache line. NX: the rows to prefetch
     into L2 meanwhile (the next block's; not empty): each inner iteration of a 4-row pass
-    prefetches the line of one of them at the dims it is scoring, so one block's passes
-    over the tiles cover the first 4 of them over [dlo, dhi) (the gradient the next 4).
+    prefetches the line of one of them at the dims it is scoring, a row per pass of 4 rows
+    x 5 classes, so an 8-row block's passes over the tiles cover NX[0:2*C/5] over
+    [dlo, dhi): the first 4 rows for 10 classes (the gradient takes the next 4), all 8 for
+    the 20 of random search's two W's.
     """
     dv = dhi - (dhi - dlo) % LANES
     for k in range(nb * C * LANES):
@@ -448,7 +450,7 @@ def _scores_block(X, rows, r0, nb, Wt, DP, dlo, dhi, C, P, S, o, NX):
             x2 = X[rows[r0 + k + 2]]
             x3 = X[rows[r0 + k + 3]]
             for c in range(0, c5, 5):
-                xp = X[NX[((k // 4) * 2 + c // 5) % NX.shape[0]]]
+                xp = X[NX[((k // 4) * (c5 // 5) + c // 5) % NX.shape[0]]]
                 p0 = (k * C + c) * L
                 p1 = p0 + C * L
                 p2 = p1 + C * L
@@ -593,7 +595,8 @@ def _scores_row(x, Wt, DP, t0, t1, C, P, p):
 @njit(**_JIT)
 def _accum_block(X, brow, nb, G, acc, DP, dlo, dhi, C, NX):
     """acc[c, dlo:dhi] += sum over k < nb of G[k, c] * X[brow[k], dlo:dhi] (acc flat (C, DP)),
-    prefetching rows NX[4:8] (modulo its length) as :func:`_scores_block` does NX[0:4].
+    prefetching rows NX[2*C/5:4*C/5] (modulo its length; NX[4:8] for 10 classes) as
+    :func:`_scores_block` does the first ones.
 
     Rows are added in order k = 0, 1, ... to each element (one rounding per FMA), so the
     result depends on the rows' order only, not on tiles or threads."""
@@ -618,7 +621,7 @@ def _accum_block(X, brow, nb, G, acc, DP, dlo, dhi, C, NX):
             x2 = X[brow[k + 2]]
             x3 = X[brow[k + 3]]
             for c in range(0, c5, 5):
-                xp = X[NX[(4 + (k // 4) * 2 + c // 5) % NX.shape[0]]]
+                xp = X[NX[((k // 4 + 2) * (c5 // 5) + c // 5) % NX.shape[0]]]
                 g00 = vsplat(G[k, c])
                 g01 = vsplat(G[k + 1, c])
                 g02 = vsplat(G[k + 2, c])
@@ -1121,9 +1124,10 @@ def _steps_rows(X, y, idx, n_steps, Wt, DP, D, C, lr, reg, loss_kind, update, ou
 
 
 @njit(**_PJIT)
-def _forward(X, y, rows, Wt, DP, D, C, groups, loss_kind, nparts, pred, losses):
+def _forward(X, y, rows, Wt, DP, D, C, groups, loss_kind, nparts, pred, losses, after):
     """Mean data loss of each of `groups` W's on rows into losses; returns group 0's
-    number of correct predictions (labels into pred when sized)."""
+    number of correct predictions (labels into pred when sized). `after`: the next call's
+    rows, as many (their first blocks are prefetched at the end), or empty."""
     # Padded to a 64-byte line per part (no false sharing between the parts' sums).
     part_loss = np.zeros((nparts, groups + 8), dtype=np.float64)
     part_correct = np.zeros((nparts, 8), dtype=np.int64)
@@ -1132,7 +1136,8 @@ def _forward(X, y, rows, Wt, DP, D, C, groups, loss_kind, nparts, pred, losses):
     for p in prange(nparts):
         lo, hi = _bounds(B, nparts, p)
         part_correct[p, 0] = _part_pass(X, y, rows, lo, hi, Wt, DP, D, C, groups, loss_kind,
-                                        1.0, dummy, False, pred, part_loss[p], rows[:0])
+                                        1.0, dummy, False, pred, part_loss[p],
+                                        after[lo:hi] if after.shape[0] == B else after[:0])
     correct = 0
     for k in range(groups):
         losses[k] = 0.0
@@ -1172,7 +1177,8 @@ def _search(X, y, rows, cands, W, local, DP, D, C, loss_kind, nparts, out_data, 
                 for c in range(C):
                     cand[d, c] = cand[d, c] + W[d, c]
         _to_t_into(cand, DP, Wt, size)
-        _forward(X, y, rows[s], Wt, DP, D, C, 2, loss_kind, nparts, no_pred, losses)
+        _forward(X, y, rows[s], Wt, DP, D, C, 2, loss_kind, nparts, no_pred, losses,
+                 rows[(s + 1) % n])
         current, candidate = losses[0], losses[1]
         accepted[s] = 0
         if candidate < current or (current != current and candidate == candidate):
@@ -1344,7 +1350,8 @@ def _forward_call(X, y, rows, Ws, loss_kind, pred):
         Wt = _to_t(Ws[0], DP)
     losses = np.empty(len(Ws))
     correct = _parallel(f"forward{len(Ws)}", rows.shape[0], rows.shape[0], _forward,
-                        X, y, rows, Wt, DP, D, C, len(Ws), int(loss_kind), NPART, pred, losses)
+                        X, y, rows, Wt, DP, D, C, len(Ws), int(loss_kind), NPART, pred, losses,
+                        rows[:0])
     return losses, correct
 
 
