@@ -3,7 +3,8 @@
 One thread runs :meth:`Trainer.run`; any other thread steers it with :meth:`Trainer.send`,
 which only puts a control on a queue. The loop runs *chunks* of steps through the Numba
 kernels (a chunk is ~20 ms of work, so a control takes effect within a frame while the
-Python overhead per step stays negligible) and, between chunks, applies queued controls,
+Python overhead per step stays negligible: ``descent bench`` measures it, see
+:func:`bench_bookkeeping`) and, between chunks, applies queued controls,
 evaluates, checks for divergence and tells its observers (the History it owns, a
 Recorder, ...). Nothing here imports textual.
 
@@ -114,6 +115,11 @@ class Trainer:
         self._auto_rescues = 0
         self._last_rescue_step = -(10**18)
         self._run_seconds = 0.0
+        self.step_seconds = 0.0
+        """Wall time spent in the steps themselves (``optim.run_steps``: batch indices and
+        the kernel call); the rest of a chunk's time is the trainer's bookkeeping."""
+        self.eval_seconds = 0.0
+        """Wall time spent evaluating (training subsample and validation set)."""
         self._last_eval_step = -1
         self._script = deque(sorted(
             (e for e in (script or ()) if e.kind in SCRIPTED_KINDS), key=lambda e: e.step
@@ -237,11 +243,13 @@ class Trainer:
         opt = "gd" if self.full_batch else self.config.optimizer
         self._lr_of_w = self.config.lr
         w_before = self.W.copy() if hi - lo == 1 and opt in ("sgd", "gd") else None
+        params, idx_buf = self._params(), self._index_buffer(hi - lo)
+        t0 = time.perf_counter()
         optim.run_steps(
             opt, self.dataset.X_train, self.dataset.y_train, self.W, self._rng,
-            self._params(), hi - lo, data[lo:hi], reg[lo:hi],
-            idx_buf=self._index_buffer(hi - lo),
+            params, hi - lo, data[lo:hi], reg[lo:hi], idx_buf=idx_buf,
         )
+        self.step_seconds += time.perf_counter() - t0
         if w_before is None:
             return None
         with np.errstate(all="ignore"):  # norms without BLAS (see optim._reg_loss)
@@ -290,6 +298,13 @@ class Trainer:
 
     # -- evaluation and divergence -------------------------------------------------------
     def _evaluate(self) -> Evaluation:
+        t0 = time.perf_counter()
+        try:
+            return self._evaluate_now()
+        finally:
+            self.eval_seconds += time.perf_counter() - t0
+
+    def _evaluate_now(self) -> Evaluation:
         kind = LOSS_KINDS[self.config.loss]
         reg = float(self.config.reg or 0.0)
         train_loss, train_acc = kernels.evaluate(self._eval_X, self._eval_y, self.W, reg, kind)
@@ -510,3 +525,63 @@ def _describe(name: str, old: Any, new: Any) -> str:
     if isinstance(new, float):
         return f"{label} {old:.2e} → {new:.2e}"
     return f"{label} {old} → {new}"
+
+
+# -- measurements for `descent bench` ---------------------------------------------------
+def measure_bookkeeping(trainer: Trainer, seconds: float) -> dict[str, float]:
+    """Run ``trainer`` headless for about ``seconds`` and split the wall time.
+
+    Returns steps, chunks and seconds: ``wall`` (all of it, controls included), ``steps``
+    (inside ``optim.run_steps``), ``eval`` (evaluations) and ``other`` = wall - steps -
+    eval: the per-chunk bookkeeping (the control queue, history, observers, the
+    divergence check, the update-ratio measurement, chunk sizing).
+    """
+    s0, k0, e0, chunks = trainer.step, trainer.step_seconds, trainer.eval_seconds, 0
+    t0 = time.perf_counter()
+    while True:
+        trainer.run_chunk()
+        chunks += 1
+        wall = time.perf_counter() - t0
+        if wall >= seconds or trainer.state is not State.RUNNING:
+            break
+    steps = trainer.step_seconds - k0
+    evals = trainer.eval_seconds - e0
+    return {"n_steps": float(trainer.step - s0), "chunks": float(chunks), "wall": wall,
+            "steps": steps, "eval": evals, "other": max(0.0, wall - steps - evals)}
+
+
+def bench_bookkeeping(ctx: Any = None, *, spec: str = "synthetic:5000",
+                      batches: tuple[int, ...] = (32, 256), seconds: float = 1.0,
+                      repeats: int = 5) -> list[tuple[str, str, str, str, str]]:
+    """What the trainer costs beyond its steps, as rows for ``engine.bench.add_section``:
+    for each batch size, the bookkeeping's µs per step (median of ``repeats`` headless
+    runs of ``seconds``, a fresh trainer each), the steps' own µs, the bookkeeping's share
+    of the wall time, and the evaluations' share (amortized over their interval)."""
+    import statistics
+
+    from engine.data import load_dataset
+
+    ds = load_dataset(spec)
+    rows = []
+    for B in batches:
+        runs = []
+        for _ in range(repeats):
+            tr = Trainer(Config(data=spec, batch_size=B, on_diverge="ignore"), ds)
+            for _ in range(3):  # warm up: first chunk sizes
+                tr.run_chunk()
+            runs.append(measure_bookkeeping(tr, seconds))
+
+        def med(key: str, runs: list[dict[str, float]] = runs) -> float:
+            return statistics.median(r[key] / r["n_steps"] for r in runs)
+
+        def share(key: str, runs: list[dict[str, float]] = runs) -> float:
+            return 100 * statistics.median(r[key] / r["wall"] for r in runs)
+
+        per_chunk = statistics.median(r["n_steps"] / r["chunks"] for r in runs)
+        rows.append((f"bookkeeping sgd B={B}", f"{1e6 * med('other'):.2f} µs/step",
+                     f"{1e6 * med('steps'):.0f} µs/step", f"{share('other'):.2f}%",
+                     f"of wall time: controls, history, divergence check, once per chunk "
+                     f"(~{per_chunk:.0f} steps); evaluations every "
+                     f"{tr.config.eval_every} steps {1e6 * med('eval'):.1f} µs/step "
+                     f"({share('eval'):.1f}%); {spec}, median of {repeats}"))
+    return rows

@@ -315,3 +315,48 @@ def test_a_scripted_rescue_at_the_last_step_comes_before_the_final_evaluation(ti
     np.testing.assert_array_equal(t.W, healthy_w)
     last = t.history.evaluations()[-1]
     assert last.step == 200 and math.isfinite(last.val_loss)
+
+
+def test_step_and_eval_seconds_count_only_steps_and_evaluations(tiny):
+    t = make(tiny, seed=0, eval_every=50)
+    run_steps(t, 120)  # evaluations at 0, 50 and 100
+    assert t.step_seconds > 0 and t.eval_seconds > 0
+    steps, evals = t.step_seconds, t.eval_seconds
+    t.send("pause")
+    for _ in range(3):
+        assert t.run_chunk() == 0  # paused: no step, no evaluation
+    assert (t.step_seconds, t.eval_seconds) == (steps, evals)
+    t.send("resume")
+    t.config = t.config.replace(eval_every=10**6)
+    run_steps(t, 30)  # no evaluation is due in these steps
+    assert t.step_seconds > steps
+    assert t.eval_seconds == evals
+
+
+def test_measure_bookkeeping_splits_the_wall_time_of_the_steps_it_ran(tiny):
+    t = make(tiny, seed=0, eval_every=20)
+    s0 = t.step
+    m = trainer_mod.measure_bookkeeping(t, 0.05)
+    assert m["n_steps"] == t.step - s0 > 0
+    assert m["chunks"] >= 1
+    assert m["steps"] > 0 and m["eval"] > 0  # 20-step intervals: it crossed one
+    assert m["steps"] + m["eval"] <= m["wall"]
+    assert m["other"] == pytest.approx(m["wall"] - m["steps"] - m["eval"])
+
+
+def test_measure_bookkeeping_stops_when_the_run_finishes(tiny):
+    t = make(tiny, seed=0, steps=40)
+    m = trainer_mod.measure_bookkeeping(t, 60.0)  # would run a minute if it ignored the end
+    assert t.state is State.FINISHED
+    assert m["n_steps"] == 40
+
+
+def test_bench_bookkeeping_gives_a_row_per_batch_with_its_numbers():
+    rows = trainer_mod.bench_bookkeeping(spec="blobs", batches=(8, 64), seconds=0.02,
+                                         repeats=1)
+    assert [r[0] for r in rows] == ["bookkeeping sgd B=8", "bookkeeping sgd B=64"]
+    for _, mine, steps, share, note in rows:
+        assert float(mine.removesuffix(" µs/step")) >= 0
+        assert float(steps.removesuffix(" µs/step")) > 0
+        assert 0 <= float(share.removesuffix("%")) <= 100
+        assert "evaluations every 200 steps" in note and "blobs" in note

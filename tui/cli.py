@@ -549,11 +549,13 @@ def cmd_gradcheck(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from engine import bench, recording
+    from engine import bench, recording, trainer
     from tui import bench_ui
 
     bench.add_section("recording (size, load time, overhead at B=256)",
                       recording.bench_recording)
+    bench.add_section("trainer bookkeeping (headless): per step, beside the steps' own time",
+                      trainer.bench_bookkeeping)
     bench.add_section("dashboard", bench_ui.bench_dashboard)
     bench.add_section("start-up (real command in a pty)", bench_ui.bench_startup)
     bench.add_section("datasets", bench_ui.bench_data)
