@@ -14,7 +14,8 @@ is the median of the rounds' ratios, since the machine's speed drifts between ro
   ``dW = Xb.T @ coeff`` (a gather and 2 sgemm, numpy's BLAS threads).
 - The flop bound: 4·B·D·C flops per step at the sgemm peak measured in this run.
 - Full-batch GD on all 49000 rows against the time to stream X once (a BLAS sgemv), and
-  its flop bound (4·N·D·C flops at the sgemm peak) in the same units.
+  its flop bound (4·N·D·C flops at the sgemm peak) in the same units; then the step against
+  the larger of the two (its roofline: what binds it, memory or arithmetic).
 - A GD-shaped probe: X read once the way the block kernels read it, with GD's 20 FMAs per
   64-byte line on registers and nothing else; with its streaming and its arithmetic timed
   alone, it says how far this machine overlaps the two, and so what a GD step could take.
@@ -113,6 +114,14 @@ def flop_bound_ms(rows: int, dims: int, classes: int, peak_gflops: float) -> flo
     """Milliseconds a loss-and-gradient pass over rows x dims takes at the sgemm peak:
     4·rows·dims·classes flops (scores and gradient, a multiply and an add each)."""
     return 1e3 * 4.0 * rows * dims * classes / (peak_gflops * 1e9)
+
+
+def roofline_ratio(step_rates: list[float], stream_rates: list[float], floor_ms: float) -> float:
+    """Median over paired rounds of a step's time / its roofline, the larger of the time to
+    stream X once (that round's sgemv) and the flop bound: how far the step is from what the
+    machine allows, whichever of memory and arithmetic binds."""
+    return statistics.median((1.0 / e) / max(1.0 / s, floor_ms / 1e3)
+                             for e, s in zip(step_rates, stream_rates, strict=True))
 
 
 def median_ratio(num: list[float], den: list[float]) -> float:
@@ -320,7 +329,9 @@ def section_gd(ctx: Context) -> list[Row]:
                      f"{1e3 / refr:.1f} ms/step", f"{ctx.ratio:.2f}x",
                      f"{ctx.pair_ratio(2, 0):.2f}x the time to stream X once "
                      f"({1e3 / st:.1f} ms, {X.nbytes * st / 1e9:.0f} GB/s sgemv); "
-                     f"flop bound {floor_ms:.1f} ms = {floor_ms * st / 1e3:.2f}x"))
+                     f"flop bound {floor_ms:.1f} ms = {floor_ms * st / 1e3:.2f}x; "
+                     f"{roofline_ratio(ctx.rates[0], ctx.rates[2], floor_ms):.2f}x "
+                     f"the larger of the two"))
     return rows
 
 

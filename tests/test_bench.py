@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.bench import Context, flop_bound_ms, overlap
+from engine.bench import Context, flop_bound_ms, overlap, roofline_ratio
 
 
 def _ctx(repeats: int = 3) -> Context:
@@ -73,3 +73,13 @@ def test_probe_reads_each_vector_of_its_rows_once_and_does_its_fmas():
     assert out.tolist() == [vec * 7, vec * 7]
     _probe(X, 16, 14, 0, 2, out)  # only the first 16 dims: one vector a row
     assert out.tolist() == [16 * 6 + 16 * 3, 16 * 7]
+
+
+def test_roofline_is_the_larger_of_the_stream_time_and_the_flop_bound_round_by_round():
+    # Rounds: the stream takes 20, 25 and 40 ms, the flop bound is 30 ms, the step 60 ms.
+    steps = [1 / 0.060] * 3
+    streams = [1 / 0.020, 1 / 0.025, 1 / 0.040]
+    # 60/30, 60/30 (the flop bound binds), 60/40 (the stream binds): median 2.0
+    assert roofline_ratio(steps, streams, 30.0) == pytest.approx(2.0)
+    assert roofline_ratio(steps, streams, 10.0) == pytest.approx(60 / 25)  # memory binds
+    assert roofline_ratio(steps, streams, 60.0) == pytest.approx(1.0)  # at the flop bound
