@@ -556,11 +556,13 @@ def bench_bookkeeping(ctx: Any = None, *, spec: str = "synthetic:5000",
     """What the trainer costs beyond its steps, as rows for ``engine.bench.add_section``:
     for each batch size, the bookkeeping's µs per step (median of ``repeats`` headless
     runs of ``seconds``, a fresh trainer each), the steps' own µs, the bookkeeping's share
-    of the wall time, and the evaluations' share (amortized over their interval)."""
+    of the wall time, and the evaluations' share (amortized over their interval). A bench
+    Context's ``repeats`` (``descent bench --repeats``) overrides ``repeats``."""
     import statistics
 
     from engine.data import load_dataset
 
+    repeats = getattr(ctx, "repeats", repeats)
     ds = load_dataset(spec)
     rows = []
     for B in batches:

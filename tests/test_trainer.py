@@ -360,3 +360,11 @@ def test_bench_bookkeeping_gives_a_row_per_batch_with_its_numbers():
         assert float(steps.removesuffix(" µs/step")) > 0
         assert 0 <= float(share.removesuffix("%")) <= 100
         assert "evaluations every 200 steps" in note and "blobs" in note
+
+
+def test_bench_bookkeeping_takes_the_bench_repeats():
+    from types import SimpleNamespace
+
+    rows = trainer_mod.bench_bookkeeping(SimpleNamespace(repeats=2), spec="blobs",
+                                         batches=(8,), seconds=0.01)
+    assert rows[0][4].endswith("blobs, median of 2")
