@@ -52,6 +52,50 @@ def test_descent_runs_in_a_terminal_takes_keys_and_quits_with_status_0():
         term.kill()
 
 
+def _after_the_screen(term: Terminal) -> str:
+    """What the process printed once it had left the alternate screen."""
+    out = term.output
+    return out[out.rfind(b"\x1b[?1049l"):].decode(errors="replace").replace("\r", "")
+
+
+@pytest.mark.skipif(not DESCENT.exists() and shutil.which("descent") is None,
+                    reason="descent is not installed in this environment")
+def test_after_q_the_terminal_says_where_the_recording_is(tmp_path):
+    """The alternate screen takes the dashboard with it: the line left behind names the
+    recording and its steps, all of them on disk."""
+    from engine.recording import load_recording
+
+    exe = str(DESCENT) if DESCENT.exists() else str(shutil.which("descent"))
+    rec = tmp_path / "run.jsonl"
+    term = Terminal([exe, "train", "--data", "blobs", "--record", str(rec)], cwd=ROOT)
+    try:
+        assert term.read_until(b"RUNNING", START_SECONDS), term.output[-2000:]
+        _quit_with_q(term)
+    finally:
+        term.kill()
+    steps = load_recording(rec).steps
+    assert steps > 0
+    assert f"descent: recording: {rec} ({steps} steps)\n" in _after_the_screen(term)
+
+
+@pytest.mark.skipif(not DESCENT.exists() and shutil.which("descent") is None,
+                    reason="descent is not installed in this environment")
+def test_an_error_shown_on_the_screen_is_still_on_the_terminal_after_it(tmp_path):
+    """A missing dataset stops the session on an error screen; pressing q must not take
+    the only explanation away with the screen."""
+    exe = str(DESCENT) if DESCENT.exists() else str(shutil.which("descent"))
+    term = Terminal([exe, "train", "--data", f"cifar10:{tmp_path / 'nope'}"], cwd=ROOT)
+    try:
+        assert term.read_until(b"stopped", START_SECONDS), term.output[-2000:]
+        term.send("q")
+        assert term.wait(QUIT_SECONDS) == 2, term.output[-2000:]
+    finally:
+        term.kill()
+    after = _after_the_screen(term).replace("\n", "")  # the terminal wraps the long line
+    assert f"descent: error: cifar10: {tmp_path / 'nope'} does not exist" in after
+    assert "recording" not in after  # the session never started: nothing was recorded
+
+
 @pytest.mark.skipif(not DESCENT.exists() and shutil.which("descent") is None,
                     reason="descent is not installed in this environment")
 @pytest.mark.parametrize("how", ["SIGTERM", "hang-up"])

@@ -341,6 +341,17 @@ class DescentApp(App[int]):
             return EXIT_FAILED
         return EXIT_OK
 
+    def exit_lines(self) -> list[str]:
+        """What to say once the app has left the terminal's alternate screen, which takes
+        everything it showed with it: the error that ended the session, if one did, and
+        where the session's recording is (or why it is incomplete)."""
+        lines = [f"error: {self.error_message}"] if self.error_message else []
+        for observer in getattr(self.session, "observers", ()):
+            status_line = getattr(observer, "status_line", None)
+            if callable(status_line):
+                lines.append(str(status_line()))
+        return lines
+
     @property
     def dashboard(self) -> Dashboard | None:
         """The dashboard screen, if it is showing (tests use it)."""

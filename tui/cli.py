@@ -459,8 +459,20 @@ def _run_dashboard(make_session: Callable[[Callable[[float, str], None]], Any]) 
     code = EXIT_OK if status is None else int(status)
     if sig.signum is not None:  # however the app's loop ended after the signal
         code = sig.exit_status
+    if sig.signum != signal.SIGHUP:  # after a hang-up there is no terminal to tell
+        _tell(app.exit_lines())
     _leave_loader(app, code)
     return code
+
+
+def _tell(lines: Sequence[str]) -> None:
+    """Print lines on stderr as ``descent: ...``; a terminal that has gone is not an
+    error (there is nobody left to tell)."""
+    try:
+        for line in lines:
+            print(f"descent: {line}", file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 LOADER_GRACE_SECONDS = 1.0
