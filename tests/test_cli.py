@@ -106,3 +106,74 @@ def test_eval_test_reports_the_held_out_test_set_only_when_asked():
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert 0.0 <= out["test_acc"] <= 1.0 and out["test_loss"] > 0
+
+
+def _headless_run(tmp_path: Path, signals_in_third_chunk: int) -> tuple[int, list[int], Path]:
+    """run_headless on blobs, recording; the third chunk sends this process SIGINT
+    `signals_in_third_chunk` times before it steps. Returns the status, the step count
+    after each chunk that ran to its end, and the recording."""
+    import signal
+
+    from engine.config import Config
+    from tui import cli
+
+    dataset = cli.load_data("blobs", None, None)
+    rec = tmp_path / "run.jsonl"
+    trainer, recorder = cli.build_trainer(Config(data="blobs"), dataset, rec)
+    real_chunk, ends = trainer.run_chunk, []
+
+    def chunk() -> None:
+        if len(ends) == 2:
+            for _ in range(signals_in_third_chunk):
+                os.kill(os.getpid(), signal.SIGINT)  # handled before os.kill returns
+        real_chunk()
+        ends.append(trainer.step)
+
+    trainer.run_chunk = chunk
+    status = cli.run_headless(trainer, recorder, json_out=True)
+    return status, ends, rec
+
+
+def test_ctrl_c_headless_ends_the_run_after_the_chunk_it_lands_in(tmp_path, capsys):
+    """A KeyboardInterrupt raised where the signal lands could tear a chunk (steps in the
+    history but not in the recording) or break Numba loading a kernel from its cache (a
+    traceback on the next kernel call): the first signal only asks the loop to stop."""
+    from engine.recording import load_recording
+
+    status, ends, rec = _headless_run(tmp_path, signals_in_third_chunk=1)
+    assert status == 130
+    assert len(ends) == 3  # the chunk the signal landed in ran to its end, and no more ran
+    r = load_recording(rec)
+    assert r.complete and r.summary["ended_by"] == "SIGINT"
+    assert r.summary["steps"] == r.steps == ends[-1]
+    assert json.loads(capsys.readouterr().out)["steps"] == ends[-1]
+
+
+def test_a_second_ctrl_c_headless_stops_at_once_and_still_closes_the_recording(tmp_path):
+    from engine.recording import load_recording
+
+    status, ends, rec = _headless_run(tmp_path, signals_in_third_chunk=2)
+    assert status == 130
+    assert len(ends) == 2  # the second signal raised before the third chunk stepped
+    r = load_recording(rec)
+    assert r.complete and r.summary["ended_by"] == "SIGINT"
+    assert r.summary["steps"] == r.steps == ends[-1]
+
+
+def test_ctrl_c_while_the_kernels_load_headless_leaves_no_recording(tmp_path, monkeypatch,
+                                                                     capsys):
+    """The kernels load (or compile, the first time) before the recording opens, as in
+    the dashboard's loader: interrupted there, there is nothing to close."""
+    from engine import kernels
+    from tui import cli
+
+    def interrupted() -> float:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kernels, "warmup", interrupted)
+    rec = tmp_path / "run.jsonl"
+    status = cli.main(["train", "--headless", "--data", "blobs", "--steps", "100",
+                       "--record", str(rec)])
+    assert status == 130
+    assert not rec.exists()
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "descent: interrupted"

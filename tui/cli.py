@@ -246,17 +246,27 @@ class _Signals:
     the dashboard quits from there, as ``q`` does. Otherwise ``first`` runs in the handler
     before the KeyboardInterrupt is raised: the dashboard passes its stop request, since on
     the way out its event loop waits for the training thread, which must be told to stop
-    first."""
+    first.
+
+    ``polled``: Ctrl-C too, and the first signal only sets :attr:`signum`, which the
+    caller's loop checks between chunks of steps (the headless run). An exception raised
+    wherever the signal happens to land can land inside the trainer between its history
+    and its recorder, or inside Numba loading a kernel from its cache, which it leaves
+    broken (the next kernel call then fails with a traceback). A second signal raises
+    KeyboardInterrupt at once, for a run that does not stop soon enough."""
 
     def __init__(self, first: Callable[[], None] | None = None,
-                 in_loop: Callable[[int], None] | None = None) -> None:
+                 in_loop: Callable[[int], None] | None = None, *,
+                 polled: bool = False) -> None:
         self.signum: int | None = None
         self._old: dict[int, Any] = {}
         self._first = first
         self._in_loop = in_loop
+        self._polled = polled
 
     def __enter__(self) -> _Signals:
-        for s in (signal.SIGTERM, signal.SIGHUP):
+        signals = (signal.SIGTERM, signal.SIGHUP) + ((signal.SIGINT,) if self._polled else ())
+        for s in signals:
             try:
                 self._old[s] = signal.signal(s, self._handle)
             except (ValueError, OSError):  # not the main thread, or unsupported
@@ -264,6 +274,11 @@ class _Signals:
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._polled:
+            if self.signum is None:
+                self.signum = signum
+                return
+            raise KeyboardInterrupt
         self.signum = signum
         if signum == signal.SIGHUP:
             # A hang-up comes with SIGCONT, which the dashboard's driver answers by
@@ -360,8 +375,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.headless:
         return _run_dashboard(lambda progress: _make_live_session(args, config, progress))
     dataset = load_data(config.data, config.num_val, _loading_progress())
+    _warm_kernels()
     trainer, recorder = build_trainer(config, dataset, _record_path(args, config.loss))
     return run_headless(trainer, recorder, json_out=args.json, eval_test=args.eval_test)
+
+
+def _warm_kernels() -> None:
+    """Load the kernels from Numba's cache (compile them, the first time) before the
+    recording opens, as the dashboard's loader does: a Ctrl-C meanwhile leaves no
+    recording behind, and the first chunk's speed is training, not loading."""
+    from engine import kernels
+
+    tty = sys.stderr.isatty()
+    if tty:
+        print("compiling kernels (first run only) ...", end="", file=sys.stderr, flush=True)
+    try:
+        kernels.warmup()
+    finally:
+        if tty:
+            print("\r\x1b[K", end="", file=sys.stderr, flush=True)
 
 
 def run_headless(trainer: Any, recorder: Any, *, json_out: bool, eval_test: bool = False
@@ -369,16 +401,20 @@ def run_headless(trainer: Any, recorder: Any, *, json_out: bool, eval_test: bool
     """Run a trainer to its end in this thread; print the summary; return the exit status."""
     progress = _Progress(trainer.config.steps)
     status = EXIT_OK
-    with _Signals() as sig:
+    with _Signals(polled=True) as sig:
         try:
-            while trainer.state.value != "FINISHED":
+            # Ctrl-C, SIGTERM or SIGHUP ends the run after the chunk in progress (~20 ms);
+            # a second one raises KeyboardInterrupt wherever it lands.
+            while trainer.state.value != "FINISHED" and sig.signum is None:
                 trainer.run_chunk()
                 progress.update(trainer)
         except KeyboardInterrupt:
-            status = sig.exit_status
-            if recorder is not None:  # recording helper: the summary line says how it ended
-                recorder.end_reason = signal.Signals(sig.signum).name if sig.signum else "SIGINT"
+            pass
         finally:
+            if sig.signum is not None:
+                status = sig.exit_status
+                if recorder is not None:  # the recording's summary says how it ended
+                    recorder.end_reason = signal.Signals(sig.signum).name
             progress.update(trainer, force=True)
             progress.close()
             summary = trainer.close()
