@@ -380,6 +380,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     return run_headless(trainer, recorder, json_out=args.json, eval_test=args.eval_test)
 
 
+COMPILING = "compiling kernels (first run only)"
+"""What the dashboard's loading screen and a headless run on a terminal say while the
+kernels load (seconds the first time, a Numba compile; a fraction of one from the cache)."""
+
+
 def _warm_kernels() -> None:
     """Load the kernels from Numba's cache (compile them, the first time) before the
     recording opens, as the dashboard's loader does: a Ctrl-C meanwhile leaves no
@@ -388,7 +393,7 @@ def _warm_kernels() -> None:
 
     tty = sys.stderr.isatty()
     if tty:
-        print("compiling kernels (first run only) ...", end="", file=sys.stderr, flush=True)
+        print(f"{COMPILING} ...", end="", file=sys.stderr, flush=True)
     try:
         kernels.warmup()
     finally:
@@ -460,7 +465,7 @@ def _make_live_session(args: argparse.Namespace, config: Any,
     from engine import kernels
 
     dataset = load_data(config.data, config.num_val, progress)
-    progress(0.9, "compiling kernels (first run only)")
+    progress(0.9, COMPILING)
     kernels.warmup()
     progress(0.95, "building the trainer")  # raises if the user quit meanwhile: no recording
     trainer, _ = build_trainer(config, dataset, _record_path(args, config.loss))
